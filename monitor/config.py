@@ -1,0 +1,323 @@
+"""Settings, sources and subscribers: every default in one commented place, validated with lines.
+
+Where a file is looked for: --config, else $NEWS_MONITOR_CONFIG, else ./monitor.yaml, else the
+built-in defaults below (the shipped seed sources and rules, a SQLite file in the current
+directory, no subscribers). Relative paths inside a config file are relative to that file.
+Secrets never live in these files: a file names the environment variable that holds one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from monitor.errors import ConfigError, Problem
+from monitor.yamlfile import YDict, YList, line_of, read_yaml, validate
+
+CONFIG_ENV = "NEWS_MONITOR_CONFIG"
+DEFAULT_CONFIG_NAME = "monitor.yaml"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def shipped_dir() -> Path:
+    """Where the shipped rules/ and seeds/ are: inside an installed wheel, or the checkout."""
+    packaged = Path(__file__).parent / "_shipped"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent
+
+
+def parse_duration(value: object) -> float:
+    """'10m' -> 600.0. A bare number is refused: '5' could mean seconds or minutes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"duration '{value}' has no unit; write '{value}m' or '{value}s'")
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"duration '{value}' is not a number with a unit s, m, h or d "
+                         f"(like '30s', '10m', '2h')")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class _Strict(BaseModel):
+    """Base for file-backed settings: unknown keys are typos, reported as such."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpSettings(_Strict):
+    host: str = "localhost"
+    port: int = 587
+    from_: str = Field("news-monitor@localhost", alias="from")
+    username: str | None = None
+    password_env: str | None = None  # NAME of the environment variable holding the password
+    tls: Literal["starttls", "ssl", "none"] = "starttls"
+    timeout: float = 30.0
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class FetchSettings(_Strict):
+    concurrency: int = Field(50, ge=1)      # requests in flight over all hosts
+    per_host: int = Field(2, ge=1)          # requests in flight to one host name
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    deadline: float = 60.0                  # whole request, headers to last byte
+    max_bytes: int = 10_000_000             # counted on decoded bytes: a gzip bomb stops here
+    max_redirects: int = 5
+    user_agent: str = "news-monitor/0.1 (+https://example.invalid/news-monitor)"
+    backoff_max: float = 6 * 3600           # ceiling of a failing source's back-off, seconds
+
+    @field_validator("backoff_max", mode="before")
+    @classmethod
+    def _backoff_duration(cls, value: object) -> float:
+        return parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+
+
+# Standard Webhooks' retry schedule: after the first attempt, wait 5 s, 5 min, 30 min, 2 h,
+# 5 h, 10 h, 10 h; after the last wait the delivery is dead (about 28 hours in all).
+DEFAULT_RETRY = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
+
+
+class DeliverySettings(_Strict):
+    retry: tuple[float, ...] = DEFAULT_RETRY  # type: ignore[assignment]
+    timeout: float = 30.0
+    batch: int = 200                          # deliveries claimed per pass
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> tuple[float, ...]:
+        return tuple(parse_duration(item) for item in value)
+
+
+class Settings(_Strict):
+    """The config file. Defaults are the embedded ones `demo`, `once` and `run` fall back on."""
+
+    database: str = "sqlite:///monitor.db"
+    sources: Path = Field(default_factory=lambda: shipped_dir() / "seeds" / "sources.yaml")
+    rules: Path = Field(default_factory=lambda: shipped_dir() / "rules")
+    subscribers: Path | None = None
+    templates: Path | None = None             # a directory overriding email/webhook templates
+    smtp: SmtpSettings = SmtpSettings()
+    fetch: FetchSettings = FetchSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    allow_private_networks: bool = False
+    alert_max_age: float = 3 * 86400          # older articles are stored and matched, not alerted
+    tick: float = 5.0                         # how often the daemon looks for due sources
+    rules_poll: float = 2.0                   # how often the daemon looks for edited rule files
+    job_deadline: float = 300.0               # no scheduled job runs longer than this
+    http_port: int | None = None              # /healthz, /readyz, /metrics on 127.0.0.1
+    admin: str | None = None                  # subscriber told about failing sources
+    failure_alert_after: int = 5              # consecutive failures before that alert
+
+    @field_validator("alert_max_age", "tick", "rules_poll", "job_deadline", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+
+class SourceSpec(_Strict):
+    """One entry of the sources file."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    url: str
+    kind: Literal["auto", "rss", "atom", "json", "html"] = "auto"
+    interval: float = 600.0
+    full_text: bool = False
+    enabled: bool = True
+    # For kind: html — CSS selectors over the listing page.
+    links: str | None = None          # selector of the <a> elements leading to articles
+    title: str | None = None          # selector, relative to each link's item, of its title
+    item: str | None = None           # selector of one story block on the page (optional)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value, re.IGNORECASE):
+            raise ValueError(f"url '{value}' must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _html_needs_links(self) -> SourceSpec:
+        if self.kind == "html" and not self.links:
+            raise ValueError("kind 'html' needs a 'links' CSS selector for the article links")
+        return self
+
+
+class DigestSpec(_Strict):
+    every: Literal["hourly", "daily"] = "daily"
+    at: str = "08:00"                        # for daily digests, local time in `timezone`
+    timezone: str = "UTC"
+
+    @field_validator("at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", value):
+            raise ValueError(f"digest time '{value}' must be HH:MM (24-hour)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name like "
+                             f"'Europe/Paris')") from None
+        return value
+
+
+class SubscriberSpec(_Strict):
+    """One entry of the subscribers file: a name, one channel, and the rules followed."""
+
+    name: str = Field(min_length=1)
+    email: str | None = None
+    webhook: str | None = None
+    console: bool = False
+    secret_env: str | None = None            # NAME of the variable holding "whsec_..."
+    rules: list[str] | Literal["*"] = "*"
+    digest: DigestSpec | None = None         # absent: every alert is sent immediately
+    cooldown: float = 0.0                    # seconds between two alerts of one rule
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _cooldown(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> SubscriberSpec:
+        channels = [name for name in ("email", "webhook", "console") if getattr(self, name)]
+        if len(channels) != 1:
+            raise ValueError(f"subscriber '{self.name}' needs exactly one of email, webhook or "
+                             f"console (has {', '.join(channels) or 'none'})")
+        if self.email and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email):
+            raise ValueError(f"'{self.email}' is not an e-mail address")
+        if self.webhook and not re.match(r"^https?://[^/\s]+", self.webhook, re.IGNORECASE):
+            raise ValueError(f"webhook '{self.webhook}' must start with http:// or https://")
+        return self
+
+    @property
+    def channel(self) -> str:
+        return "email" if self.email else "webhook" if self.webhook else "console"
+
+    @property
+    def target(self) -> str:
+        return self.email or self.webhook or "stdout"
+
+    def follows(self, rule_id: str) -> bool:
+        return self.rules == "*" or rule_id in self.rules
+
+    def secret(self) -> str | None:
+        return os.environ.get(self.secret_env) if self.secret_env else None
+
+
+# --- locating and reading ---------------------------------------------------------------------
+
+def config_path(explicit: str | None) -> Path | None:
+    """--config, else $NEWS_MONITOR_CONFIG, else ./monitor.yaml if present, else None."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def load_settings(path: Path | None) -> tuple[Settings, list[Problem]]:
+    """Read the config file (or the defaults). Unreadable or unusable raises ConfigError."""
+    if path is None:
+        return Settings(), []
+    data, problems = read_yaml(path)
+    if data is None and not problems:
+        data = YDict()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {problems[0].message if problems else 'not a mapping'}",
+                          problems)
+    _resolve_paths(data, path.parent)
+    settings, errors = validate(Settings, data, str(path))
+    if settings is None:
+        raise ConfigError(f"{path}: invalid configuration", problems + errors)
+    return settings, problems
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for key in ("sources", "rules", "subscribers", "templates"):
+        if isinstance(data.get(key), str):
+            data[key] = str((base / data[key]).resolve())
+
+
+def _entries(path: Path, key: str) -> tuple[list[Any], Any, list[Problem]]:
+    """A list file: either a top-level list or a mapping with the list under `key`."""
+    data, problems = read_yaml(path)
+    if isinstance(data, dict) and key in data:
+        data = data[key]
+    if data is None:
+        return [], data, problems
+    if not isinstance(data, list):
+        line = getattr(data, "line", 1)
+        return [], data, problems + [Problem(str(path), line, f"expected a list of {key}")]
+    return list(data), data, problems
+
+
+def load_sources(path: Path) -> tuple[list[SourceSpec], list[Problem]]:
+    """Every valid source; each invalid entry becomes a problem and is left out."""
+    items, data, problems = _entries(path, "sources")
+    sources: list[SourceSpec] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        spec, errors = validate(SourceSpec, item, str(path), where=("sources", index))
+        problems += [Problem(e.file, _item_line(data, index, e.line), e.message) for e in errors]
+        if spec is None:
+            continue
+        line = _item_line(data, index, 1)
+        if spec.id in seen:
+            problems.append(Problem(str(path), line,
+                                    f"duplicate source id '{spec.id}' (first at line {seen[spec.id]})"))
+            continue
+        seen[spec.id] = line
+        sources.append(spec)
+    return sources, problems
+
+
+def load_subscribers(path: Path | None) -> tuple[list[SubscriberSpec], list[Problem]]:
+    """Every valid subscriber; each invalid entry becomes a problem and is left out."""
+    if path is None:
+        return [], []
+    items, data, problems = _entries(path, "subscribers")
+    subscribers: list[SubscriberSpec] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        spec, errors = validate(SubscriberSpec, item, str(path), where=("subscribers", index))
+        problems += [Problem(e.file, _item_line(data, index, e.line), e.message) for e in errors]
+        if spec is None:
+            continue
+        line = _item_line(data, index, 1)
+        if spec.name in seen:
+            problems.append(Problem(str(path), line, f"duplicate subscriber name '{spec.name}' "
+                                                      f"(first at line {seen[spec.name]})"))
+            continue
+        if spec.secret_env and not spec.secret():
+            problems.append(Problem(str(path), line, f"subscriber '{spec.name}': environment "
+                                                      f"variable {spec.secret_env} is not set"))
+        seen[spec.name] = line
+        subscribers.append(spec)
+    return subscribers, problems
+
+
+def _item_line(data: Any, index: int, fallback: int) -> int:
+    """The line of an error inside item `index`, or of the item itself."""
+    if fallback > 1:
+        return fallback
+    if isinstance(data, YList) and index < len(data.item_lines):
+        return data.item_lines[index]
+    return line_of(data, ()) or 1

@@ -1,0 +1,177 @@
+"""HTTP in and out: bytes + headers, bounded in time and size, nothing parsed here.
+
+One busy httpx.AsyncClient collapses under many concurrent requests (httpx issue #3215), so
+requests are spread over a small pool of long-lived clients of at most 10 connections each,
+chosen by host so connections are reused. A global and a per-host semaphore keep 1,000 sources
+on 50 hosts from hammering any one of them. httpx has no overall deadline and no cap on decoded
+size; both are added here (a trickling server and a gzip bomb stop at the bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ssl
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+import httpx
+
+from monitor.config import FetchSettings
+from monitor.errors import BlockedAddressError, FetchError
+from monitor.models import FetchResult
+from monitor.netpolicy import GuardedBackend
+
+CONNECTIONS_PER_CLIENT = 10
+RETRY_AFTER_CAP = 6 * 3600.0
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+def make_client(settings: FetchSettings, allow_private: bool,
+                connections: int = CONNECTIONS_PER_CLIENT) -> httpx.AsyncClient:
+    """An AsyncClient whose every connection goes through the network policy."""
+    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+    transport = httpx.AsyncHTTPTransport(retries=0)
+    # The transport's pool is rebuilt with our network backend: this is the only seam httpx
+    # offers for checking the address actually connected to.
+    transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001
+        ssl_context=ssl.create_default_context(), max_connections=connections,
+        max_keepalive_connections=connections, keepalive_expiry=30.0,
+        network_backend=GuardedBackend(allow_private))
+    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
+                             headers={"User-Agent": settings.user_agent})
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds (it may be seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_CAP)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, min((when - now).total_seconds(), RETRY_AFTER_CAP))
+
+
+@dataclass
+class Fetcher:
+    """Fetches URLs politely: pooled clients, global and per-host limits, hard bounds."""
+
+    settings: FetchSettings
+    allow_private: bool = False
+    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    _hosts: defaultdict[str, asyncio.Semaphore] = field(init=False)
+    _all: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        count = max(1, -(-self.settings.concurrency // CONNECTIONS_PER_CLIENT))
+        self._clients = [make_client(self.settings, self.allow_private) for _ in range(count)]
+        self._hosts = defaultdict(lambda: asyncio.Semaphore(self.settings.per_host))
+        self._all = asyncio.Semaphore(self.settings.concurrency)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self._clients))
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def client_for(self, host: str) -> httpx.AsyncClient:
+        return self._clients[zlib.crc32(host.encode()) % len(self._clients)]
+
+    async def get(self, url: str, etag: str | None = None,
+                  last_modified: str | None = None) -> FetchResult:
+        """GET with conditional headers, following at most max_redirects redirects."""
+        headers = {"Accept": "application/rss+xml, application/atom+xml, application/feed+json, "
+                             "application/xml;q=0.9, text/html;q=0.8, */*;q=0.5"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        try:
+            async with asyncio.timeout(self.settings.deadline):
+                return await self._follow(url, headers)
+        except TimeoutError:
+            raise FetchError(f"no complete answer within {self.settings.deadline:g} s "
+                             f"(overall deadline)") from None
+
+    async def _follow(self, url: str, headers: dict[str, str]) -> FetchResult:
+        seen: list[str] = []
+        for _ in range(self.settings.max_redirects + 1):
+            _check_scheme(url)
+            seen.append(url)
+            result, location = await self._one(url, headers)
+            if location is None:
+                assert result is not None
+                return result
+            url = urljoin(url, location)
+            if url in seen:
+                raise FetchError(f"redirect loop at {url}")
+        raise FetchError(f"more than {self.settings.max_redirects} redirects")
+
+    async def _one(self, url: str, headers: dict[str, str]) -> tuple[FetchResult | None, str | None]:
+        host = urlsplit(url).hostname or ""
+        async with self._all, self._hosts[host]:
+            try:
+                async with self.client_for(host).stream("GET", url, headers=headers) as response:
+                    if response.status_code in _REDIRECTS and "location" in response.headers:
+                        return None, response.headers["location"]
+                    _raise_for_status(response)
+                    body = await self._read_capped(response)
+            except BlockedAddressError:
+                raise
+            except httpx.TimeoutException as exc:
+                raise FetchError(f"timed out ({type(exc).__name__})") from None
+            except httpx.DecodingError as exc:
+                raise FetchError(f"cannot decode the response body: {exc}") from None
+            except httpx.HTTPError as exc:
+                raise FetchError(f"{type(exc).__name__}: {exc}") from None
+        return FetchResult(url=str(response.url), status=response.status_code, body=body,
+                           content_type=response.headers.get("content-type", ""),
+                           etag=response.headers.get("etag"),
+                           last_modified=response.headers.get("last-modified"),
+                           not_modified=response.status_code == 304), None
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        limit = self.settings.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit and "content-encoding" not in response.headers:
+            raise FetchError(f"response of {int(declared):,} bytes exceeds the {limit:,}-byte cap")
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise FetchError(f"response exceeds the {limit:,}-byte cap (decoded)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _check_scheme(url: str) -> None:
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise FetchError(f"only http and https URLs are fetched, not {url!r}")
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    status = response.status_code
+    if status == 304 or 200 <= status < 300:
+        return
+    if status == 410:
+        raise FetchError("410 Gone: the source says it is gone for good", status, gone=True)
+    if status in (429, 503):
+        wait = retry_after_seconds(response.headers.get("retry-after"),
+                                   datetime.now(timezone.utc))
+        raise FetchError(f"HTTP {status} {response.reason_phrase}" +
+                         (f", Retry-After {wait:g} s" if wait is not None else ""),
+                         status, retry_after=wait)
+    raise FetchError(f"HTTP {status} {response.reason_phrase}", status)

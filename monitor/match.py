@@ -1,0 +1,383 @@
+"""The match engine: every rule compiled into one Aho-Corasick automaton over normalised text.
+
+An article is scanned once per field; each hit is checked for word boundaries (and case, for
+case-sensitive aliases), then only the rules owning a hit term are evaluated: their all/any/none
+groups, minimum mentions, fields, sources and co-occurrence scope. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from bisect import bisect_right
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Iterable
+
+import ahocorasick
+
+from monitor.models import Article, Hit, Match
+from monitor.rules import FIELDS, RuleDef, RuleSet, TermDef
+
+# --- normalisation ----------------------------------------------------------------------------
+
+_PUNCT: dict[int, Any] = {ord(c): "'" for c in "‘’‚‛′`´ʼ"}
+_PUNCT.update({ord(c): '"' for c in "“”„‟″«»"})
+_PUNCT.update({ord(c): "-" for c in "‐‑‒–—―−﹘﹣－⸺⸻"})
+_PUNCT.update({ord(c): " " for c in "\u00a0\u2007\u202f\u3000"})
+# Invisible characters, tatweel and vowel points: news text carries them inconsistently.
+_PUNCT.update({c: None for c in (0x00AD, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x0640)})
+_PUNCT.update({c: None for c in [*range(0x064B, 0x0660), 0x0670]})
+_PUNCT.update({c: None for c in range(0x0591, 0x05C8) if c not in (0x05BE, 0x05C0, 0x05C3, 0x05C6)})
+
+_SPACES = re.compile(r"[^\S\n]+")
+_BREAKS = re.compile(r" ?\n[\s]*")
+_SENTENCE_END = re.compile(r"(?<=[.!?…؟。])[\"')\]]*\s+(?=[^a-z\s])")
+_WORD = re.compile(r"\w+")
+SNIPPET_MAX = 600
+
+
+def normalize(text: str) -> str:
+    """NFKC, one kind of quote and dash, single spaces; a newline separates paragraphs."""
+    text = unicodedata.normalize("NFKC", text).translate(_PUNCT)
+    text = _SPACES.sub(" ", text)
+    return _BREAKS.sub("\n", text).strip()
+
+
+def fold(text: str) -> str:
+    """Lower-case without changing length, so offsets in folded text are offsets in the text."""
+    folded = text.lower()
+    if len(folded) == len(text):
+        return folded
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+class _MarkStripper(dict[int, int]):
+    """str.translate table mapping an accented letter to its base letter, built as met."""
+
+    def __missing__(self, code: int) -> int:
+        decomposed = unicodedata.normalize("NFD", chr(code))
+        base = decomposed[0]
+        keep = len(decomposed) > 1 and all(unicodedata.combining(c) for c in decomposed[1:])
+        self[code] = ord(base) if keep else code
+        return self[code]
+
+
+_STRIP = _MarkStripper()
+
+
+def strip_marks(text: str) -> str:
+    """Fold diacritics ('é' -> 'e') without changing length."""
+    return text.translate(_STRIP) if not text.isascii() else text
+
+
+def inflections(word: str) -> list[str]:
+    """Simple English inflections of the last word of a term: talk -> talks, talked, talking."""
+    out = [word + "s", word + "es", word + "ed", word + "ing"]
+    if word.endswith("y") and len(word) > 2:
+        out += [word[:-1] + "ies", word[:-1] + "ied"]
+    if word.endswith("e"):
+        out += [word + "d", word[:-1] + "ing"]
+    return out
+
+
+def variants(term: TermDef) -> list[str]:
+    """The normalised spellings a word/prefix term stands for ('cease-fire' -> 3 spellings)."""
+    base = normalize(term.text)
+    spellings = {base}
+    if "-" in base:
+        spellings |= {base.replace("-", " "), base.replace("-", "")}
+    elif base.count(" ") == 1 and term.kind == "word":
+        spellings |= {base.replace(" ", "-"), base.replace(" ", "")}
+    if term.inflect:
+        spellings |= {inflected for s in list(spellings) for inflected in inflections(s)}
+    return sorted(spellings)
+
+
+# --- one field of one article, prepared for matching ------------------------------------------
+
+@dataclass
+class _Text:
+    name: str
+    norm: str
+    folded: str
+
+    @cached_property
+    def plain(self) -> str:
+        return strip_marks(self.folded)
+
+    @cached_property
+    def paragraph_starts(self) -> list[int]:
+        return [0] + [m.end() for m in re.finditer("\n", self.norm)]
+
+    @cached_property
+    def sentence_starts(self) -> list[int]:
+        starts = set(self.paragraph_starts)
+        starts.update(m.end() for m in _SENTENCE_END.finditer(self.norm))
+        return sorted(starts)
+
+    @cached_property
+    def word_starts(self) -> list[int]:
+        return [m.start() for m in _WORD.finditer(self.norm)]
+
+    def unit(self, scope: str, pos: int) -> int:
+        starts = self.sentence_starts if scope == "sentence" else self.paragraph_starts
+        return bisect_right(starts, pos) - 1
+
+    def unit_span(self, scope: str, index: int) -> tuple[int, int]:
+        starts = self.sentence_starts if scope == "sentence" else self.paragraph_starts
+        end = starts[index + 1] if index + 1 < len(starts) else len(self.norm)
+        return starts[index], end
+
+    def word_index(self, pos: int) -> int:
+        return bisect_right(self.word_starts, pos) - 1
+
+
+def prepare(article: Article) -> list[_Text]:
+    texts = []
+    for name in FIELDS:
+        raw = getattr(article, name) or ""
+        if raw:
+            norm = normalize(raw)
+            texts.append(_Text(name, norm, fold(norm)))
+    return texts
+
+
+# --- the compiled engine ----------------------------------------------------------------------
+
+# A hit inside the engine: (text index, start, end).
+_RawHit = tuple[int, int, int]
+
+
+@dataclass
+class _Group:
+    terms: tuple[int, ...]
+    min_mentions: int
+
+
+@dataclass
+class _Rule:
+    rule: RuleDef
+    fields: frozenset[str]
+    all: list[_Group]
+    any: list[_Group]
+    none: list[_Group]
+    always: bool = False          # has regex terms: a candidate for every article
+
+
+@dataclass
+class Engine:
+    """Rules compiled once; `match(article)` answers which rules match and why."""
+
+    ruleset: RuleSet
+    _terms: list[TermDef] = field(default_factory=list)
+    _rules: list[_Rule] = field(default_factory=list)
+    _term_rules: list[tuple[int, ...]] = field(default_factory=list)
+    _patterns: list[tuple[tuple[int, str | None, bool], ...]] = field(default_factory=list)
+    _regexes: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
+    _always: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        term_ids: dict[TermDef, int] = {}
+        term_rules: defaultdict[int, set[int]] = defaultdict(set)
+        for index, rule in enumerate(self.ruleset.rules):
+            compiled = self._compile_rule(rule, term_ids)
+            self._rules.append(compiled)
+            for group in compiled.all + compiled.any + compiled.none:
+                for tid in group.terms:
+                    term_rules[tid].add(index)
+            if compiled.always:
+                self._always.append(index)
+        self._term_rules = [tuple(sorted(term_rules[tid])) for tid in range(len(self._terms))]
+        self._exact, self._plain = self._build_automata()
+
+    def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int]) -> _Rule:
+        def group_of(group: Any) -> _Group:
+            tids = []
+            for term in group.terms:
+                if term not in term_ids:
+                    term_ids[term] = len(self._terms)
+                    self._terms.append(term)
+                tids.append(term_ids[term])
+            return _Group(tuple(tids), group.min_mentions)
+
+        compiled = _Rule(rule, frozenset(rule.fields), [group_of(g) for g in rule.all],
+                         [group_of(g) for g in rule.any], [group_of(g) for g in rule.none])
+        compiled.always = any(self._terms[t].kind == "regex"
+                              for g in compiled.all + compiled.any for t in g.terms)
+        return compiled
+
+    def _build_automata(self) -> tuple[Any, Any]:
+        keyed: dict[tuple[bool, str], list[tuple[int, str | None, bool]]] = defaultdict(list)
+        for tid, term in enumerate(self._terms):
+            if term.kind == "regex":
+                flags = 0 if term.case_sensitive else re.IGNORECASE
+                self._regexes.append((tid, re.compile(term.text, flags)))
+                continue
+            for spelling in variants(term):
+                key = fold(spelling)
+                if term.fold_diacritics:
+                    key = strip_marks(key)
+                original = spelling if term.case_sensitive else None
+                keyed[(term.fold_diacritics, key)].append((tid, original, term.kind == "prefix"))
+        automata = []
+        for plain in (False, True):
+            automaton = ahocorasick.Automaton()
+            for (is_plain, key), entries in keyed.items():
+                if is_plain == plain and key:
+                    automaton.add_word(key, (len(self._patterns), len(key)))
+                    self._patterns.append(tuple(entries))
+            automaton.make_automaton() if len(automaton) else None
+            automata.append(automaton if len(automaton) else None)
+        return automata[0], automata[1]
+
+    # -- scanning --
+
+    def scan(self, texts: list[_Text]) -> dict[int, list[_RawHit]]:
+        """Every boundary-checked occurrence of every term, by term id."""
+        hits: defaultdict[int, list[_RawHit]] = defaultdict(list)
+        for index, text in enumerate(texts):
+            if self._exact is not None:
+                self._scan_one(self._exact, text.folded, text, index, hits)
+            if self._plain is not None:
+                self._scan_one(self._plain, text.plain, text, index, hits)
+            for tid, pattern in self._regexes:
+                for found in pattern.finditer(text.norm):
+                    if found.end() > found.start():
+                        hits[tid].append((index, found.start(), found.end()))
+        return hits
+
+    def _scan_one(self, automaton: Any, haystack: str, text: _Text, index: int,
+                  hits: defaultdict[int, list[_RawHit]]) -> None:
+        patterns = self._patterns
+        size = len(haystack)
+        for last, (pid, length) in automaton.iter(haystack):
+            start = last - length + 1
+            if start and haystack[start - 1].isalnum():
+                continue
+            end = last + 1
+            whole = end >= size or not haystack[end].isalnum()
+            for tid, original, prefix in patterns[pid]:
+                if original is not None and text.norm[start:end] != original:
+                    continue
+                if whole:
+                    hits[tid].append((index, start, end))
+                elif prefix:
+                    hits[tid].append((index, start, _word_end(haystack, end)))
+
+    # -- evaluating --
+
+    def match(self, article: Article, source_id: str | None = None) -> list[Match]:
+        texts = prepare(article)
+        hits = self.scan(texts)
+        candidates: set[int] = set(self._always)
+        for tid in hits:
+            candidates.update(self._term_rules[tid])
+        matches = []
+        for index in sorted(candidates):
+            found = self._evaluate(self._rules[index], texts, hits, source_id)
+            if found is not None:
+                matches.append(found)
+        return matches
+
+    def _evaluate(self, rule: _Rule, texts: list[_Text], hits: dict[int, list[_RawHit]],
+                  source_id: str | None) -> Match | None:
+        spec = rule.rule
+        if spec.sources is not None and source_id not in spec.sources:
+            return None
+        allowed = {i for i, t in enumerate(texts) if t.name in rule.fields}
+
+        def group_hits(group: _Group) -> list[_RawHit]:
+            out = [h for tid in group.terms for h in hits.get(tid, ()) if h[0] in allowed]
+            return out if len(out) >= group.min_mentions else []
+
+        if any(group_hits(g) for g in rule.none):
+            return None
+        required = [group_hits(g) for g in rule.all]
+        if not all(required):
+            return None
+        optional = [h for g in rule.any for h in group_hits(g)]
+        if rule.any and not optional:
+            return None
+        colours = required + ([optional] if rule.any else [])
+        evidence = _in_scope(spec.scope, spec.within, texts, colours)
+        if evidence is None:
+            return None
+        return self._explain(rule, texts, hits, allowed, evidence)
+
+    def _explain(self, rule: _Rule, texts: list[_Text], hits: dict[int, list[_RawHit]],
+                 allowed: set[int], evidence: tuple[int, int, int]) -> Match:
+        text_index, start, end = evidence
+        text = texts[text_index]
+        tids = {t for g in rule.all + rule.any for t in g.terms}
+        found = sorted((h, tid) for tid in tids for h in hits.get(tid, ()) if h[0] in allowed)
+        explained = tuple(Hit(self._terms[tid].text, self._terms[tid].actor, texts[h[0]].name,
+                              h[1], h[2]) for h, tid in found)
+        inside = sorted({(h[1], h[2]) for h, _ in found
+                         if h[0] == text_index and start <= h[1] and h[2] <= end})
+        snippet, marks = _snippet(text.norm, start, end, inside)
+        return Match(rule.rule.id, rule.rule.title, explained, snippet, marks, text.name)
+
+
+def _word_end(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isalnum():
+        pos += 1
+    return pos
+
+
+def _in_scope(scope: str, within: int, texts: list[_Text],
+              colours: list[list[_RawHit]]) -> tuple[int, int, int] | None:
+    """The span (text, start, end) where every colour has a hit, or None."""
+    if scope == "article":
+        first = min(colours[0])
+        text = texts[first[0]]
+        return (first[0], *text.unit_span("paragraph", text.unit("paragraph", first[1])))
+    if scope == "words":
+        return _within_words(within, texts, colours)
+    units: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+    for colour, group in enumerate(colours):
+        for text_index, start, _ in group:
+            units[(text_index, texts[text_index].unit(scope, start))].add(colour)
+    wanted = len(colours)
+    for text_index, unit in sorted(units):
+        if len(units[(text_index, unit)]) == wanted:
+            return (text_index, *texts[text_index].unit_span(scope, unit))
+    return None
+
+
+def _within_words(within: int, texts: list[_Text],
+                  colours: list[list[_RawHit]]) -> tuple[int, int, int] | None:
+    """Smallest-first sliding window: a stretch of at most `within` words holding every colour."""
+    events = sorted((h[0], texts[h[0]].word_index(h[1]), h[1], h[2], colour)
+                    for colour, group in enumerate(colours) for h in group)
+    counts: defaultdict[int, int] = defaultdict(int)
+    left = 0
+    for right, (text_index, word, _, end, colour) in enumerate(events):
+        counts[colour] += 1
+        while events[left][0] != text_index or word - events[left][1] >= within:
+            counts[events[left][4]] -= 1
+            left += 1
+        if sum(1 for c in counts.values() if c > 0) == len(colours):
+            start = events[left][2]
+            text = texts[text_index]
+            sentence_start = text.unit_span("sentence", text.unit("sentence", start))[0]
+            sentence_end = text.unit_span("sentence", text.unit("sentence", end - 1))[1]
+            return text_index, sentence_start, sentence_end
+    return None
+
+
+def _snippet(norm: str, start: int, end: int, spans: Iterable[tuple[int, int]]
+             ) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """The evidence text with hit spans relative to it, trimmed around the hits if long."""
+    spans = list(spans)
+    if end - start > SNIPPET_MAX and spans:
+        centre = spans[0][0]
+        start = max(start, centre - SNIPPET_MAX // 3)
+        end = min(end, start + SNIPPET_MAX)
+    text = norm[start:end]
+    stripped = len(text) - len(text.lstrip())
+    text = text.strip()
+    marks = tuple((s - start - stripped, e - start - stripped) for s, e in spans
+                  if s >= start and e <= end)
+    return text, marks

@@ -1,0 +1,98 @@
+"""Plain data passed between the stages: no I/O, no database, no network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What fetch hands to parse: the bytes and the headers that matter, or 'not modified'."""
+
+    url: str                      # the final URL after redirects
+    status: int
+    body: bytes
+    content_type: str
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class Article:
+    """One item of a feed or page, normalised: text fields are plain text, times are UTC."""
+
+    url: str
+    title: str
+    summary: str = ""
+    body: str = ""
+    guid: str | None = None
+    published: datetime | None = None
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One occurrence of a term in a field of an article."""
+
+    term: str                     # the term as the rule wrote it
+    actor: str | None             # the actor whose alias it is, if any
+    field: str                    # title | summary | body
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule that matched an article, with the evidence for it."""
+
+    rule_id: str
+    rule_title: str
+    hits: tuple[Hit, ...]
+    snippet: str                  # the sentence or paragraph that satisfied the rule
+    marks: tuple[tuple[int, int], ...] = ()   # hit spans inside the snippet
+    field: str = "body"
+
+    @property
+    def terms(self) -> list[str]:
+        return sorted({hit.term for hit in self.hits})
+
+    @property
+    def actors(self) -> list[str]:
+        return sorted({hit.actor for hit in self.hits if hit.actor})
+
+    @property
+    def fields(self) -> list[str]:
+        return sorted({hit.field for hit in self.hits})
+
+    def marked_snippet(self, before: str = "**", after: str = "**") -> str:
+        """The snippet with each hit wrapped in markers."""
+        out, last = [], 0
+        for start, end in self.marks:
+            out += [self.snippet[last:start], before, self.snippet[start:end], after]
+            last = end
+        out.append(self.snippet[last:])
+        return "".join(out)
+
+
+@dataclass
+class Alert:
+    """What a channel sends: one rule matched one story, for one subscriber."""
+
+    delivery_id: str
+    rule_id: str
+    rule_title: str
+    article_url: str
+    article_title: str
+    source_id: str
+    published: datetime | None
+    summary: str
+    terms: list[str]
+    actors: list[str]
+    fields: list[str]
+    snippet: str
+    marks: list[tuple[int, int]] = field(default_factory=list)
+    also_reported_by: list[dict[str, str]] = field(default_factory=list)
+    subscriber: str = ""
+    created_at: datetime | None = None

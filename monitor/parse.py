@@ -1,0 +1,221 @@
+"""Pure parsing: fetched bytes + content type -> articles. Feeds, JSON Feed and HTML pages.
+
+feedparser reads RSS and Atom; it is handed bytes, never a URL or a path (it would fetch or
+open them). JSON Feed is read here because feedparser does not. Article text is reduced to
+plain text with one paragraph per line: rules match on words, and output escapes it again.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import feedparser
+import lxml.html
+from bs4 import BeautifulSoup
+from lxml import etree
+
+from monitor.errors import ParseError
+from monitor.models import Article
+
+_TRACKING = re.compile(r"^(utm_.*|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|_ga|igshid)$", re.I)
+_BLOCKS = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
+           "blockquote", "tr", "table", "section", "article", "header", "footer", "pre", "figure"}
+_DROP = ("script", "style", "noscript", "template", "iframe", "svg")
+_NUL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def canonical_url(url: str) -> str:
+    """Lower-case scheme and host, no default port, no fragment, no tracking parameters."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if not _TRACKING.match(k)]
+    return urlunsplit((scheme, host, parts.path or "/", urlencode(query), ""))
+
+
+def clean_text(text: str) -> str:
+    """Remove NUL and other control characters (PostgreSQL refuses NUL; nobody reads them)."""
+    return _NUL.sub("", text)
+
+
+def html_to_text(fragment: str) -> str:
+    """Visible text of an HTML fragment, one block element per line."""
+    if "<" not in fragment and "&" not in fragment:
+        return clean_text(fragment).strip()
+    try:
+        root = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return clean_text(BeautifulSoup(fragment, "html.parser").get_text("\n")).strip()
+    return element_text(root)
+
+
+def element_text(root: Any) -> str:
+    for bad in list(root.iter(*_DROP)):
+        bad.drop_tree()
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.tag.lower() in _BLOCKS:
+            element.tail = "\n" + (element.tail or "")
+    lines = (" ".join(line.split()) for line in root.text_content().split("\n"))
+    return clean_text("\n".join(line for line in lines if line))
+
+
+def sniff(body: bytes, content_type: str) -> str:
+    """What the bytes are: 'json', 'feed' or 'html' (by content first, header second)."""
+    head = body[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"{") or "json" in content_type:
+        return "json"
+    if re.search(rb"<(rss|feed|rdf:rdf|channel)[\s>]", head) or head.startswith(b"<?xml"):
+        return "feed"
+    if head.startswith((b"<!doctype html", b"<html")) or "html" in content_type:
+        return "html"
+    return "feed"
+
+
+def parse_feed(body: bytes, kind: str, content_type: str, base_url: str,
+               now: datetime) -> list[Article]:
+    """Articles of a feed of `kind` (auto | rss | atom | json). Raises ParseError."""
+    if not body.strip():
+        raise ParseError("empty response (200 with no body)")
+    detected = sniff(body, content_type) if kind == "auto" else (
+        "json" if kind == "json" else "feed")
+    if detected == "json":
+        return parse_json_feed(body, base_url, now)
+    if detected == "html":
+        raise ParseError("got an HTML page, not a feed (a login or error page? for a news "
+                         "section page use kind: html with a 'links' selector)")
+    return parse_xml_feed(body, content_type, base_url, now)
+
+
+def parse_xml_feed(body: bytes, content_type: str, base_url: str, now: datetime) -> list[Article]:
+    headers = {"content-type": content_type} if content_type else {}
+    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=False,
+                              resolve_relative_uris=False)
+    entries = parsed.get("entries") or []
+    if not entries and parsed.get("bozo") and not parsed.get("feed"):
+        raise ParseError(f"not a readable feed: {parsed.get('bozo_exception')}")
+    articles = [_from_entry(entry, base_url, now) for entry in entries]
+    return [a for a in articles if a is not None]
+
+
+def _from_entry(entry: Any, base_url: str, now: datetime) -> Article | None:
+    link = entry.get("link") or ""
+    if not link:
+        link = next((l.get("href", "") for l in entry.get("links", []) if l.get("href")), "")
+    url = urljoin(base_url, link) if link else ""
+    title = html_to_text(entry.get("title", "") or "")
+    summary = html_to_text(entry.get("summary", "") or "")
+    contents = [c.get("value", "") for c in entry.get("content", []) or []]
+    body = html_to_text("\n".join(contents)) if contents else ""
+    if body == summary:
+        body = ""
+    guid = entry.get("id") or None
+    if not (url or guid or title):
+        return None
+    when = entry.get("published_parsed") or entry.get("updated_parsed")
+    published = _struct_time(when, now)
+    return Article(url=url, title=title, summary=summary, body=body,
+                   guid=clean_text(guid) if guid else None, published=published,
+                   author=clean_text(entry.get("author", "") or ""))
+
+
+def _struct_time(value: Any, now: datetime) -> datetime | None:
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromtimestamp(calendar.timegm(value), tz=timezone.utc)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return min(stamp, now)
+
+
+def parse_json_feed(body: bytes, base_url: str, now: datetime) -> list[Article]:
+    """JSON Feed 1.0 / 1.1 (https://jsonfeed.org/version/1.1)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise ParseError("JSON without an 'items' list is not a JSON Feed")
+    out = []
+    for item in data["items"]:
+        if isinstance(item, dict):
+            article = _from_json_item(item, base_url, now)
+            if article is not None:
+                out.append(article)
+    return out
+
+
+def _from_json_item(item: dict[str, Any], base_url: str, now: datetime) -> Article | None:
+    url = str(item.get("url") or item.get("external_url") or "")
+    guid = str(item["id"]) if item.get("id") is not None else None
+    title = html_to_text(str(item.get("title") or ""))
+    body = html_to_text(str(item.get("content_html") or "")) or clean_text(
+        str(item.get("content_text") or ""))
+    summary = clean_text(str(item.get("summary") or ""))
+    if not (url or guid):
+        return None
+    return Article(url=urljoin(base_url, url) if url else "", title=title, summary=summary,
+                   body=body, guid=guid, published=_iso_time(item.get("date_published"), now))
+
+
+def _iso_time(value: Any, now: datetime) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return min(stamp.astimezone(timezone.utc), now)
+
+
+def parse_listing(body: bytes, base_url: str, links: str, title: str | None,
+                  item: str | None) -> list[Article]:
+    """A news site's section page: each element matched by `links` is one article."""
+    soup = BeautifulSoup(body, "lxml")
+    blocks = soup.select(item) if item else [soup]
+    out: dict[str, Article] = {}
+    for block in blocks:
+        for anchor in block.select(links):
+            href = anchor.get("href")
+            if not isinstance(href, str) or href.startswith(("#", "javascript:", "mailto:")):
+                continue
+            url = urljoin(base_url, href)
+            label = block.select_one(title) if title and item else None
+            text = " ".join((label or anchor).get_text(" ").split())
+            if url not in out and text:
+                out[url] = Article(url=url, title=clean_text(text), guid=url)
+    return list(out.values())
+
+
+def main_text(body: bytes) -> str:
+    """The main text of an article page: paragraphs of the densest content block."""
+    try:
+        root = lxml.html.document_fromstring(body)
+    except (etree.ParserError, ValueError):
+        return ""
+    for bad in list(root.iter(*_DROP, "nav", "aside", "form", "footer", "header")):
+        bad.drop_tree()
+    scores: dict[Any, int] = {}
+    for paragraph in root.iter("p"):
+        text = paragraph.text_content().strip()
+        if len(text) >= 40 and paragraph.getparent() is not None:
+            parent = paragraph.getparent()
+            scores[parent] = scores.get(parent, 0) + len(text)
+    if not scores:
+        return ""
+    best = max(scores, key=lambda element: scores[element])
+    paragraphs = [" ".join(p.text_content().split()) for p in best.iter("p")]
+    return clean_text("\n".join(p for p in paragraphs if p))

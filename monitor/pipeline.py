@@ -1,0 +1,286 @@
+"""The one place where the stages meet: fetch -> parse -> store + match + outbox -> deliver.
+
+`refresh_source` reads top to bottom for one source; `run_cycle` does it for every due
+source, concurrently, then sends what the outbox holds. A failing source is recorded and
+backed off; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from monitor import deliver, story
+from monitor.config import Settings, SourceSpec, SubscriberSpec
+from monitor.errors import FetchError, ParseError
+from monitor.fetch import Fetcher
+from monitor.match import Engine
+from monitor.models import Article, FetchResult, Match
+from monitor.notify import Channel
+from monitor.notify.render import alert_dict
+from monitor.parse import canonical_url, clean_text, main_text, parse_feed, parse_listing
+from monitor.retry import source_delay
+from monitor.store import SourceRow, Store
+
+log = logging.getLogger("monitor.pipeline")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Rules:
+    """The rule engine in service; hot reload replaces `engine` in one assignment."""
+
+    engine: Engine
+    version: int = 1
+
+
+@dataclass
+class Context:
+    """Everything a cycle needs, built by the command line and passed in."""
+
+    settings: Settings
+    store: Store
+    fetcher: Fetcher
+    rules: Rules
+    sources: dict[str, SourceSpec]
+    subscribers: list[SubscriberSpec]
+    channels: dict[str, Channel]
+    owner: str = field(default_factory=lambda: "replica-" + secrets.token_hex(4))
+    now: Callable[[], datetime] = utcnow
+    on_alert: Callable[[Match, Article, str], None] | None = None
+
+
+@dataclass
+class SourceOutcome:
+    source_id: str
+    ok: bool
+    new: int = 0
+    duplicates: int = 0
+    matches: int = 0
+    queued: int = 0
+    not_modified: bool = False
+    error: str | None = None
+
+
+@dataclass
+class CycleReport:
+    sources: list[SourceOutcome] = field(default_factory=list)
+    sent: int = 0
+    failed: int = 0
+
+    @property
+    def ok(self) -> list[SourceOutcome]:
+        return [s for s in self.sources if s.ok]
+
+    @property
+    def failed_sources(self) -> list[SourceOutcome]:
+        return [s for s in self.sources if not s.ok]
+
+    def total(self, name: str) -> int:
+        return sum(getattr(s, name) for s in self.sources)
+
+
+async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
+    """Refresh every due source concurrently, then send what the outbox holds."""
+    rows = ctx.store.claim_due_sources(_enabled(ctx), ctx.now(), ctx.owner,
+                                       everything=not only_due)
+    outcomes = await asyncio.gather(*(refresh_source(ctx, row) for row in rows))
+    sent, failed = await deliver.send_due(ctx)
+    return CycleReport(list(outcomes), sent, failed)
+
+
+def _enabled(ctx: Context) -> list[str]:
+    return [spec.id for spec in ctx.sources.values() if spec.enabled]
+
+
+async def refresh_source(ctx: Context, row: SourceRow) -> SourceOutcome:
+    """Fetch one source, store its new articles with their matches and deliveries, in one go."""
+    spec = ctx.sources[row.id]
+    try:
+        result = await ctx.fetcher.get(spec.url, row.etag, row.last_modified)
+        if result.not_modified:
+            _record_success(ctx, row, result, items=0, new=0)
+            return SourceOutcome(row.id, True, not_modified=True)
+        articles = parse_source(spec, result, ctx.now())
+        if spec.full_text:
+            articles = await _with_full_text(ctx, articles)
+        return save(ctx, row, spec, articles, result)
+    except (FetchError, ParseError) as exc:
+        return _record_failure(ctx, row, exc)
+    except Exception as exc:  # a bug or an unforeseen input must not stop the other sources
+        log.exception("source %s: unexpected error", row.id)
+        return _record_failure(ctx, row, exc)
+
+
+def parse_source(spec: SourceSpec, result: FetchResult, now: datetime) -> list[Article]:
+    if spec.kind == "html":
+        assert spec.links
+        return parse_listing(result.body, result.url, spec.links, spec.title, spec.item)
+    return parse_feed(result.body, spec.kind, result.content_type, result.url, now)
+
+
+async def _with_full_text(ctx: Context, articles: list[Article]) -> list[Article]:
+    """Fetch each article's own page and use its main text as the body."""
+    async def one(article: Article) -> Article:
+        if not article.url:
+            return article
+        try:
+            page = await ctx.fetcher.get(article.url)
+        except FetchError as exc:
+            log.warning("full text of %s: %s", article.url, exc)
+            return article
+        text = main_text(page.body)
+        if not text:
+            return article
+        return Article(article.url, article.title, article.summary, text, article.guid,
+                       article.published, article.author)
+    return list(await asyncio.gather(*(one(a) for a in articles)))
+
+
+def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article],
+         result: FetchResult) -> SourceOutcome:
+    """One transaction per fetched feed: articles, matches, deliveries and the fetch state."""
+    now = ctx.now()
+    outcome = SourceOutcome(row.id, True)
+    engine = ctx.rules.engine
+    with ctx.store.session() as session:
+        for article in articles:
+            article_id, story_id = _store_article(ctx, session, row.id, article, now)
+            if article_id is None:
+                outcome.duplicates += 1
+                continue
+            outcome.new += 1
+            for found in engine.match(article, row.id):
+                outcome.matches += 1
+                ctx.store.insert_match(session, article_id, found.rule_id,
+                                       explanation(found), now)
+                if ctx.on_alert:
+                    ctx.on_alert(found, article, row.id)
+                if _fresh(article, now, ctx.settings.alert_max_age):
+                    outcome.queued += _queue(ctx, session, found, article, row.id,
+                                             article_id, story_id, now)
+        ctx.store.record_fetch(session, row.id, _success_values(ctx, row, result,
+                                                                 len(articles), outcome.new))
+    return outcome
+
+
+def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
+                   now: datetime) -> tuple[int | None, int]:
+    fingerprint = story.simhash(" ".join((article.title, article.summary, article.body)))
+    values = article_values(source_id, article, now, fingerprint)
+    article_id = ctx.store.insert_article(session, values)
+    if article_id is None:
+        return None, 0
+    story_id = article_id
+    if fingerprint is not None:
+        story_id = _story_of(ctx, session, article_id, fingerprint, now)
+    ctx.store.set_story(session, article_id, story_id)
+    return article_id, story_id
+
+
+def _story_of(ctx: Context, session: Any, article_id: int, fingerprint: int,
+              now: datetime) -> int:
+    """The story of the nearest earlier near-duplicate within two days, else a new story."""
+    candidates = ctx.store.similar_articles(session, story.bands(fingerprint),
+                                            now - timedelta(days=2))
+    for other_id, other_hash, other_story, _ in candidates:
+        if other_id != article_id and other_hash is not None and \
+                story.distance(other_hash, fingerprint) <= story.MAX_DISTANCE:
+            return other_story or other_id
+    return article_id
+
+
+def article_values(source_id: str, article: Article, now: datetime,
+                   fingerprint: int | None) -> dict[str, Any]:
+    canonical = canonical_url(article.url) if article.url else None
+    guid = article.guid
+    if not guid and not canonical:
+        # Neither a GUID nor a link: the text is the only identity the item has.
+        guid = "sha1:" + hashlib.sha1(f"{article.title}\n{article.summary}".encode()).hexdigest()
+    bands = story.bands(fingerprint) if fingerprint is not None else [None] * 4
+    return dict(source_id=source_id, guid=clean_text(guid)[:2000] if guid else None,
+                canonical_url=canonical, url=clean_text(article.url), title=article.title,
+                summary=article.summary, body=article.body,
+                published=min(article.published, now) if article.published else None,
+                fetched_at=now,
+                simhash=story.to_signed(fingerprint) if fingerprint is not None else None,
+                band0=bands[0], band1=bands[1], band2=bands[2], band3=bands[3])
+
+
+def explanation(found: Match) -> dict[str, Any]:
+    return {"terms": found.terms, "actors": found.actors, "fields": found.fields,
+            "snippet": found.snippet, "marks": [list(m) for m in found.marks],
+            "hits": [[h.term, h.actor, h.field, h.start, h.end] for h in found.hits]}
+
+
+def _fresh(article: Article, now: datetime, max_age: float) -> bool:
+    return article.published is None or (now - article.published).total_seconds() <= max_age
+
+
+def _queue(ctx: Context, session: Any, found: Match, article: Article, source_id: str,
+           article_id: int, story_id: int, now: datetime) -> int:
+    """Outbox rows for every subscriber following the rule (at most one per story)."""
+    queued = 0
+    for subscriber in ctx.subscribers:
+        if not subscriber.follows(found.rule_id):
+            continue
+        delivery_id = "msg_" + secrets.token_hex(12)
+        alert = deliver.make_alert(delivery_id, found, article, source_id, subscriber.name, now)
+        due = deliver.first_attempt(ctx, session, subscriber, found.rule_id, now)
+        queued += ctx.store.queue_delivery(session, dict(
+            id=delivery_id, rule_id=found.rule_id, story_id=story_id, article_id=article_id,
+            subscriber=subscriber.name, channel=subscriber.channel, target=subscriber.target,
+            status="pending", attempts=0, next_attempt=due, created_at=now,
+            payload=json.dumps(alert_dict(alert), ensure_ascii=False)))
+    return queued
+
+
+def _success_values(ctx: Context, row: SourceRow, result: FetchResult, items: int,
+                    new: int) -> dict[str, Any]:
+    now = ctx.now()
+    return dict(last_attempt=now, last_success=now, consecutive_failures=0, last_error=None,
+                http_status=result.status, items_seen=items,
+                articles_total=row.articles_total + new,
+                etag=result.etag if result.etag else (row.etag if result.not_modified else None),
+                last_modified=result.last_modified if result.last_modified else (
+                    row.last_modified if result.not_modified else None),
+                next_due=now + timedelta(seconds=ctx.sources[row.id].interval),
+                failure_alerted=False)
+
+
+def _record_success(ctx: Context, row: SourceRow, result: FetchResult, items: int,
+                    new: int) -> None:
+    with ctx.store.session() as session:
+        ctx.store.record_fetch(session, row.id, _success_values(ctx, row, result, items, new))
+
+
+def _record_failure(ctx: Context, row: SourceRow, exc: Exception) -> SourceOutcome:
+    now = ctx.now()
+    failures = row.consecutive_failures + 1
+    message = str(exc) or type(exc).__name__
+    status = getattr(exc, "status", None)
+    values: dict[str, Any] = dict(last_attempt=now, consecutive_failures=failures,
+                                  last_error=message[:1000], http_status=status)
+    if getattr(exc, "gone", False):
+        values.update(disabled=True, last_error=f"disabled: {message}")
+        log.error("source %s: %s; source disabled (remove it or fix the URL)", row.id, message)
+    else:
+        delay = source_delay(failures, ctx.sources[row.id].interval,
+                             ctx.settings.fetch.backoff_max, getattr(exc, "retry_after", None),
+                             random.Random())
+        values["next_due"] = now + timedelta(seconds=delay)
+        log.warning("source %s: %s (failure %d in a row; next try in %.0f s)",
+                    row.id, message, failures, delay)
+    with ctx.store.session() as session:
+        ctx.store.record_fetch(session, row.id, values)
+    return SourceOutcome(row.id, False, error=message)

@@ -1,0 +1,384 @@
+"""Load, validate and resolve the YAML rule files into a RuleSet the match engine compiles.
+
+A rule file may hold `actors` (id + aliases), `actor_groups` (name -> actor ids) and `rules`.
+Actors and groups are shared by every file of the directory. A file with problems keeps its
+last good version in service (hot reload); with none, its valid rules are used. Either way
+every problem is reported as file:line.
+"""
+
+from __future__ import annotations
+
+import re
+from re import _constants as sre_constants  # type: ignore[attr-defined]
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from monitor.errors import Problem
+from monitor.yamlfile import YDict, YList, read_yaml, validate
+
+FIELDS = ("title", "summary", "body")
+
+
+# --- resolved definitions (what the engine compiles) ------------------------------------------
+
+@dataclass(frozen=True)
+class TermDef:
+    """One thing to look for. `text` is as written; kind says how it matches."""
+
+    text: str
+    kind: Literal["word", "prefix", "regex"] = "word"
+    case_sensitive: bool = False
+    inflect: bool = False
+    fold_diacritics: bool = False
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupDef:
+    """Keywords and actor aliases, any one of which satisfies the group."""
+
+    terms: tuple[TermDef, ...]
+    min_mentions: int = 1
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class RuleDef:
+    id: str
+    title: str
+    all: tuple[GroupDef, ...] = ()
+    any: tuple[GroupDef, ...] = ()
+    none: tuple[GroupDef, ...] = ()
+    scope: Literal["article", "paragraph", "sentence", "words"] = "article"
+    within: int = 0
+    fields: tuple[str, ...] = FIELDS
+    sources: frozenset[str] | None = None
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[RuleDef, ...] = ()
+
+    def get(self, rule_id: str) -> RuleDef | None:
+        return next((rule for rule in self.rules if rule.id == rule_id), None)
+
+    @property
+    def ids(self) -> set[str]:
+        return {rule.id for rule in self.rules}
+
+
+# --- the file schema --------------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TermModel(_Strict):
+    term: str | None = Field(None, min_length=1)
+    regex: str | None = Field(None, min_length=1)
+    case_sensitive: bool = False
+    prefix: bool = False
+    inflect: bool = False
+    fold_diacritics: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.endswith("*") and len(value) > 1:
+                return {"term": value[:-1], "prefix": True}
+            return {"term": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TermModel:
+        if (self.term is None) == (self.regex is None):
+            raise ValueError("a term needs exactly one of 'term' or 'regex'")
+        if self.regex is not None:
+            check_regex(self.regex)
+        return self
+
+    def resolve(self, actor: str | None = None) -> TermDef:
+        if self.regex is not None:
+            return TermDef(self.regex, "regex", self.case_sensitive, actor=actor)
+        assert self.term is not None
+        return TermDef(self.term.strip(), "prefix" if self.prefix else "word",
+                       self.case_sensitive, self.inflect, self.fold_diacritics, actor)
+
+
+class ActorModel(_Strict):
+    id: str = Field(pattern=r"^[\w.-]+$")
+    name: str | None = None
+    aliases: list[TermModel] = Field(min_length=1)
+
+
+class GroupModel(_Strict):
+    keywords: list[TermModel] = []
+    actors: list[str] = []
+    min_mentions: int = Field(1, ge=1)
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> GroupModel:
+        if not self.keywords and not self.actors:
+            raise ValueError("empty group: give it keywords, actors or both")
+        return self
+
+
+class RuleModel(_Strict):
+    id: str = Field(pattern=r"^[\w.-]+$")
+    title: str = Field(min_length=1)
+    all: list[GroupModel] = []
+    any: list[GroupModel] = []
+    none: list[GroupModel] = []
+    scope: Literal["article", "paragraph", "sentence"] = "article"
+    within: int | None = Field(None, ge=1, le=1000)   # words; overrides scope
+    fields: list[Literal["title", "summary", "body"]] = list(FIELDS)
+    sources: list[str] | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _has_positive_group(self) -> RuleModel:
+        if not self.all and not self.any:
+            raise ValueError(f"rule '{self.id}' needs at least one 'all' or 'any' group "
+                             f"('none' alone would match every article)")
+        return self
+
+    @field_validator("fields")
+    @classmethod
+    def _some_fields(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("fields must name at least one of title, summary, body")
+        return value
+
+
+class RuleFileModel(_Strict):
+    actors: list[ActorModel] = []
+    actor_groups: dict[str, list[str]] = {}
+    rules: list[RuleModel] = []
+
+
+# --- regex safety -----------------------------------------------------------------------------
+
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
+
+
+def check_regex(pattern: str) -> None:
+    """Refuse a regex that does not compile or that can backtrack without end.
+
+    Nested unbounded repetition ("(a+)+", "(\\w*)*") and back-references are the shapes behind
+    catastrophic backtracking; refusing them at load time keeps one rule from stalling matching.
+    """
+    try:
+        re.compile(pattern)
+        parsed = sre_parse.parse(pattern)
+    except re.error as exc:
+        raise ValueError(f"regex '{pattern}' does not compile: {exc}") from None
+    if len(pattern) > 500:
+        raise ValueError("regex longer than 500 characters")
+    if _runaway(list(parsed), inside_repeat=False):
+        raise ValueError(f"regex '{pattern}' can run away (a repeated group holds another "
+                         f"repetition or a back-reference); simplify it or use keywords")
+
+
+def _runaway(items: list[Any], inside_repeat: bool) -> bool:
+    for op, arg in items:
+        if op in _REPEATS:
+            low, high, sub = arg
+            unbounded = high == sre_constants.MAXREPEAT or high > 100
+            if inside_repeat and unbounded:
+                return True
+            if _runaway(list(sub), inside_repeat or unbounded):
+                return True
+        elif op == sre_constants.GROUPREF:
+            return True
+        elif op == sre_constants.SUBPATTERN:
+            if _runaway(list(arg[-1]), inside_repeat):
+                return True
+        elif op == sre_constants.BRANCH:
+            if any(_runaway(list(branch), inside_repeat) for branch in arg[1]):
+                return True
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            if _runaway(list(arg[1]), inside_repeat):
+                return True
+    return False
+
+
+# --- loading a directory ----------------------------------------------------------------------
+
+@dataclass
+class RuleFile:
+    """One parsed file, before cross-file references are resolved."""
+
+    path: str
+    model: RuleFileModel
+    data: Any
+    problems: list[Problem] = field(default_factory=list)
+
+
+def rule_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def read_rule_file(path: Path) -> RuleFile:
+    """Parse and validate one file; invalid rules and actors are dropped and reported."""
+    data, problems = read_yaml(path)
+    if data is None:
+        return RuleFile(str(path), RuleFileModel(), data, problems)
+    if not isinstance(data, YDict):
+        return RuleFile(str(path), RuleFileModel(), data,
+                        problems + [Problem(str(path), 1, "expected a mapping with 'actors' "
+                                                          "and/or 'rules'")])
+    model, errors = validate(RuleFileModel, data, str(path))
+    if model is None:
+        model, more = _salvage(data, str(path))
+        problems += more
+    return RuleFile(str(path), model, data, problems)
+
+
+def _salvage(data: YDict, path: str) -> tuple[RuleFileModel, list[Problem]]:
+    """Validate item by item so one bad rule does not take its neighbours down."""
+    problems: list[Problem] = []
+    unknown = set(data) - {"actors", "actor_groups", "rules"}
+    for key in sorted(unknown, key=str):
+        problems.append(Problem(path, data.key_lines[key], f"unknown key '{key}' (a typo?)"))
+    kept: dict[str, Any] = {}
+    for key, model in (("actors", ActorModel), ("rules", RuleModel)):
+        items = data.get(key) or []
+        if not isinstance(items, YList):
+            problems.append(Problem(path, data.key_lines.get(key, 1), f"'{key}' must be a list"))
+            continue
+        good = []
+        for index, item in enumerate(items):
+            value, errors = validate(model, item, path, where=(key, index))
+            problems += errors
+            if value is not None:
+                good.append(value)
+        kept[key] = good
+    groups, errors = validate(RuleFileModel, {"actor_groups": data.get("actor_groups") or {}},
+                              path)
+    problems += errors
+    kept["actor_groups"] = groups.actor_groups if groups else {}
+    return RuleFileModel(**kept), problems
+
+
+def load_rules(directory: Path, last_good: dict[str, RuleFile] | None = None
+               ) -> tuple[RuleSet, list[Problem], dict[str, RuleFile]]:
+    """Load every rule file of a directory into one RuleSet.
+
+    Returns the rule set, every problem, and the per-file versions now in service (pass them
+    back as `last_good` on the next reload so a broken edit keeps the previous good file).
+    """
+    problems: list[Problem] = []
+    if not directory.is_dir():
+        return RuleSet(), [Problem(str(directory), 0, "rules directory does not exist")], {}
+    in_service: dict[str, RuleFile] = {}
+    for path in rule_files(directory):
+        current = read_rule_file(path)
+        problems += current.problems
+        previous = (last_good or {}).get(current.path)
+        in_service[current.path] = previous if current.problems and previous else current
+    ruleset, more = resolve(list(in_service.values()))
+    return ruleset, problems + more, in_service
+
+
+def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
+    """Resolve actor references across files and drop rules that cannot be resolved."""
+    actors, groups, problems = _collect_actors(files)
+    rules: list[RuleDef] = []
+    seen: dict[str, str] = {}
+    for rule_file in files:
+        for index, model in enumerate(rule_file.model.rules):
+            where = _locate(rule_file, "rules", index, model.id)
+            if model.id in seen:
+                problems.append(Problem(rule_file.path, where, f"duplicate rule id '{model.id}' "
+                                                               f"(first in {seen[model.id]})"))
+                continue
+            seen[model.id] = f"{rule_file.path}:{where}"
+            rule, errors = _resolve_rule(model, actors, groups, rule_file.path, where)
+            problems += errors
+            if rule is not None and model.enabled:
+                rules.append(rule)
+    return RuleSet(tuple(rules)), problems
+
+
+def _collect_actors(files: list[RuleFile]
+                    ) -> tuple[dict[str, ActorModel], dict[str, list[str]], list[Problem]]:
+    actors: dict[str, ActorModel] = {}
+    groups: dict[str, list[str]] = {}
+    problems: list[Problem] = []
+    for rule_file in files:
+        for index, actor in enumerate(rule_file.model.actors):
+            if actor.id in actors:
+                line = _locate(rule_file, "actors", index, actor.id)
+                problems.append(Problem(rule_file.path, line, f"duplicate actor id '{actor.id}'"))
+            actors.setdefault(actor.id, actor)
+        for name, members in rule_file.model.actor_groups.items():
+            line = _key_line(rule_file.data, "actor_groups", name)
+            unknown = [m for m in members if m not in actors and m not in groups]
+            if name in actors or name in groups:
+                problems.append(Problem(rule_file.path, line, f"actor group '{name}' reuses "
+                                                              f"an existing actor or group id"))
+            elif unknown:
+                problems.append(Problem(rule_file.path, line, f"actor group '{name}' names "
+                                                              f"unknown actor(s): {', '.join(unknown)}"))
+            else:
+                groups[name] = _expand(members, groups)
+    return actors, groups, problems
+
+
+def _expand(members: list[str], groups: dict[str, list[str]]) -> list[str]:
+    out: list[str] = []
+    for member in members:
+        out += groups.get(member, [member])
+    return out
+
+
+def _resolve_rule(model: RuleModel, actors: dict[str, ActorModel], groups: dict[str, list[str]],
+                  path: str, line: int) -> tuple[RuleDef | None, list[Problem]]:
+    problems: list[Problem] = []
+    resolved: dict[str, tuple[GroupDef, ...]] = {}
+    for kind in ("all", "any", "none"):
+        out = []
+        for group in getattr(model, kind):
+            unknown = [a for a in group.actors if a not in actors and a not in groups]
+            if unknown:
+                problems.append(Problem(path, line, f"rule '{model.id}': unknown actor "
+                                                    f"{', '.join(repr(u) for u in unknown)}"))
+                continue
+            terms = [k.resolve() for k in group.keywords]
+            for actor_id in _expand(group.actors, groups):
+                terms += [alias.resolve(actor_id) for alias in actors[actor_id].aliases]
+            label = group.name or ", ".join(group.actors + [k.term or k.regex or ""
+                                                            for k in group.keywords][:3])
+            out.append(GroupDef(tuple(terms), group.min_mentions, label))
+        resolved[kind] = tuple(out)
+    if problems:
+        return None, problems
+    scope = "words" if model.within else model.scope
+    return RuleDef(model.id, model.title, resolved["all"], resolved["any"], resolved["none"],
+                   scope, model.within or 0, tuple(model.fields),
+                   frozenset(model.sources) if model.sources else None, path, line), []
+
+
+def _locate(rule_file: RuleFile, key: str, index: int, ident: str) -> int:
+    """The line of item `index` under `key`, found by its id among the raw items."""
+    items = rule_file.data.get(key) if isinstance(rule_file.data, YDict) else None
+    if isinstance(items, YList):
+        for item, line in zip(items, items.item_lines):
+            if isinstance(item, dict) and item.get("id") == ident:
+                return line
+    return 1
+
+
+def _key_line(data: Any, key: str, sub: str) -> int:
+    node = data.get(key) if isinstance(data, YDict) else None
+    if isinstance(node, YDict):
+        return node.key_lines.get(sub, node.line)
+    return 1

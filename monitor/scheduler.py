@@ -1,0 +1,129 @@
+"""APScheduler wiring only: a short tick that runs due sources, and a rule-file watcher.
+
+The store says which sources are due (each keeps its own interval in its row), so a restart
+resumes where the last run stopped and several replicas can share the work. Every job runs
+under its own deadline: a hung job cannot block its next runs forever (APScheduler 3 would
+otherwise skip them as 'maximum number of running instances reached').
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.match import Engine
+from monitor.pipeline import Context, run_cycle
+from monitor.rules import RuleFile, load_rules
+from monitor.runtime import rules_fingerprint
+
+log = logging.getLogger("monitor.scheduler")
+
+
+class RuleWatcher:
+    """Reloads the rules when their files change; a broken file keeps its last good version."""
+
+    def __init__(self, ctx: Context, files: dict[str, RuleFile]) -> None:
+        self.ctx = ctx
+        self.files = files
+        self.directory = ctx.settings.rules
+        self.seen = rules_fingerprint(self.directory)
+        self.failures = 0
+
+    def poll(self) -> bool:
+        """Reload if anything changed; True when a new rule set went into service."""
+        current = rules_fingerprint(self.directory)
+        if current == self.seen:
+            return False
+        self.seen = current
+        ruleset, problems, files = load_rules(self.directory, self.files)
+        for problem in problems:
+            log.error("rules not reloaded from this file, last good version kept: %s", problem)
+        engine = Engine(ruleset)
+        self.files = files
+        self.ctx.rules.engine = engine          # one assignment: the swap is atomic
+        self.ctx.rules.version += 1
+        if problems:
+            self.failures += 1
+        log.info("rules reloaded: %d rules in service (version %d)%s", len(ruleset.rules),
+                 self.ctx.rules.version, f", {len(problems)} problem(s)" if problems else "")
+        return True
+
+
+class Daemon:
+    """Runs the scheduler until SIGTERM or Ctrl-C, then stops between transactions."""
+
+    def __init__(self, ctx: Context, watcher: RuleWatcher) -> None:
+        self.ctx = ctx
+        self.watcher = watcher
+        self.stopping = asyncio.Event()
+        self.running: set[asyncio.Task[Any]] = set()
+        self.last_cycle: datetime | None = None
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+
+    def _guarded(self, name: str, make: Callable[[], Awaitable[Any]], deadline: float
+                 ) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            if self.stopping.is_set():
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self.running.add(task)
+            try:
+                await asyncio.wait_for(make(), deadline)
+            except asyncio.TimeoutError:
+                log.error("job %s passed its %.0f s deadline and was stopped", name, deadline)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the scheduler must outlive any one job
+                log.exception("job %s failed", name)
+            finally:
+                self.running.discard(task)
+        return job
+
+    async def _cycle(self) -> None:
+        report = await run_cycle(self.ctx)
+        self.last_cycle = datetime.now(timezone.utc)
+        if report.sources or report.sent or report.failed:
+            log.info("cycle: %d source(s) ok, %d failed, %d new article(s), %d match(es), "
+                     "%d alert(s) sent, %d failed", len(report.ok), len(report.failed_sources),
+                     report.total("new"), report.total("matches"), report.sent, report.failed)
+
+    async def _reload(self) -> None:
+        self.watcher.poll()
+
+    async def run(self) -> None:
+        settings = self.ctx.settings
+        now = datetime.now(timezone.utc)
+        self.scheduler.add_job(self._guarded("cycle", self._cycle, settings.job_deadline),
+                               "interval", seconds=settings.tick, next_run_time=now,
+                               id="cycle", max_instances=1, coalesce=True,
+                               misfire_grace_time=max(30, int(settings.tick)))
+        self.scheduler.add_job(self._guarded("rules", self._reload, 30.0), "interval",
+                               seconds=settings.rules_poll, id="rules", max_instances=1,
+                               coalesce=True, misfire_grace_time=30)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.scheduler.start()
+        log.info("news-monitor running: %d source(s), %d rule(s), %d subscriber(s)",
+                 len(self.ctx.sources), len(self.ctx.rules.engine.ruleset.rules),
+                 len(self.ctx.subscribers))
+        await self.stopping.wait()
+        log.info("stopping: waiting for the running cycle to reach a safe point")
+        self.scheduler.shutdown(wait=False)
+        await self._drain()
+        log.info("stopped")
+
+    async def _drain(self) -> None:
+        # Every write is one transaction, committed or not at all; cancelling at an await
+        # point leaves nothing half-written. Give running work a moment to finish first.
+        if self.running:
+            done, pending = await asyncio.wait(set(self.running), timeout=10)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

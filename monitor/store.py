@@ -1,0 +1,390 @@
+"""The only module that talks SQL: SQLModel tables, and the queries the pipeline needs.
+
+Identity is enforced by the database, not by Python: unique indexes decide "same article"
+(source + GUID; canonical URL) and "already alerted" (rule x story x subscriber), and inserts
+are INSERT ... ON CONFLICT DO NOTHING, so two processes racing on one item still make one row.
+Deliveries are an outbox written in the same transaction as the article and its matches.
+Times are stored as naive UTC and always come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
+                        event, func, or_, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from monitor.errors import ConfigError
+
+LEASE = timedelta(minutes=10)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored naive in UTC (SQLite has no time zones), returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware times")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+def _time(**kw: Any) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), **kw))
+
+
+def _text() -> Any:
+    return Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class SourceRow(SQLModel, table=True):
+    __tablename__ = "sources"
+    id: str = Field(primary_key=True)
+    url: str
+    kind: str = "auto"
+    interval: float = 600.0
+    next_due: datetime | None = _time(index=True)
+    lease_owner: str | None = None
+    lease_until: datetime | None = _time()
+    etag: str | None = None
+    last_modified: str | None = None
+    last_attempt: datetime | None = _time()
+    last_success: datetime | None = _time()
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    http_status: int | None = None
+    items_seen: int = 0
+    articles_total: int = 0
+    disabled: bool = False
+    failure_alerted: bool = False
+
+
+class ArticleRow(SQLModel, table=True):
+    __tablename__ = "articles"
+    __table_args__ = (UniqueConstraint("source_id", "guid", name="uq_article_source_guid"),
+                      UniqueConstraint("canonical_url", name="uq_article_canonical_url"))
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(index=True)
+    guid: str | None = None
+    canonical_url: str | None = None
+    url: str = ""
+    title: str = _text()
+    summary: str = _text()
+    body: str = _text()
+    published: datetime | None = _time()
+    fetched_at: datetime | None = _time(index=True)
+    simhash: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band0: int | None = Field(default=None, index=True)
+    band1: int | None = Field(default=None, index=True)
+    band2: int | None = Field(default=None, index=True)
+    band3: int | None = Field(default=None, index=True)
+    story_id: int | None = Field(default=None, index=True)
+
+
+class MatchRow(SQLModel, table=True):
+    __tablename__ = "matches"
+    __table_args__ = (UniqueConstraint("article_id", "rule_id", name="uq_match_article_rule"),)
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(foreign_key="articles.id", index=True)
+    rule_id: str = Field(index=True)
+    explanation: str = _text()
+    created_at: datetime | None = _time(index=True)
+
+
+class DeliveryRow(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("rule_id", "story_id", "subscriber",
+                                       name="uq_delivery_rule_story_subscriber"),
+                      Index("ix_deliveries_due", "status", "next_attempt"))
+    id: str = Field(primary_key=True)           # stable: webhook-id and Message-ID on every try
+    rule_id: str
+    story_id: int
+    article_id: int = Field(foreign_key="articles.id")
+    subscriber: str = Field(index=True)
+    channel: str
+    target: str
+    status: str = "pending"                      # pending | sent | dead | disabled
+    attempts: int = 0
+    next_attempt: datetime | None = _time()
+    last_error: str | None = None
+    created_at: datetime | None = _time()
+    sent_at: datetime | None = _time()
+    lease_owner: str | None = None
+    lease_until: datetime | None = _time()
+    payload: str = _text()
+
+
+class EndpointRow(SQLModel, table=True):
+    """A subscriber endpoint switched off by its own server (webhook 410 Gone)."""
+
+    __tablename__ = "disabled_endpoints"
+    subscriber: str = Field(primary_key=True)
+    target: str
+    reason: str
+    disabled_at: datetime | None = _time()
+
+
+# --- opening ----------------------------------------------------------------------------------
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned for its backend. SQLite: WAL, busy timeout, writes BEGIN IMMEDIATE."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling is switched off so BEGIN IMMEDIATE below is the
+    # only BEGIN: a write transaction takes the lock at its start instead of failing midway.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL",
+                   "foreign_keys=ON"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@dataclass
+class Store:
+    """Queries over one database. Build it with `open_store`; pass it in, never import it."""
+
+    engine: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def insert(self, table: Any) -> Any:
+        return (postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+            return True
+        except OperationalError:
+            return False
+
+    # -- sources --
+
+    def sync_sources(self, specs: Sequence[Any], now: datetime) -> None:
+        """Make the table follow the sources file: new sources are due now."""
+        with self.session() as session:
+            for spec in specs:
+                values = dict(id=spec.id, url=spec.url, kind=spec.kind, interval=spec.interval,
+                              next_due=now)
+                statement = self.insert(SourceRow).values(**values)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_=dict(url=spec.url, kind=spec.kind, interval=spec.interval))
+                session.execute(statement)
+
+    def claim_due_sources(self, ids: Sequence[str], now: datetime, owner: str,
+                          everything: bool = False, limit: int = 10_000) -> list[SourceRow]:
+        """Take a lease on due sources (SKIP LOCKED on PostgreSQL: replicas never collide).
+
+        `everything` claims every enabled source whatever its due time (`news-monitor once`).
+        """
+        with self.session() as session:
+            query = select(SourceRow).where(
+                SourceRow.id.in_(list(ids)), SourceRow.disabled == False,  # noqa: E712
+                or_(SourceRow.lease_until == None, SourceRow.lease_until < now))  # noqa: E711
+            if not everything:
+                query = query.where(or_(SourceRow.next_due == None,  # noqa: E711
+                                        SourceRow.next_due <= now))
+            query = query.order_by(SourceRow.next_due).limit(limit)
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = list(session.exec(query))
+            for row in rows:
+                row.lease_owner, row.lease_until = owner, now + LEASE
+                session.add(row)
+        return rows
+
+    def sources(self) -> list[SourceRow]:
+        with self.session() as session:
+            return list(session.exec(select(SourceRow).order_by(SourceRow.id)))
+
+    def source(self, source_id: str) -> SourceRow | None:
+        with self.session() as session:
+            return session.get(SourceRow, source_id)
+
+    # -- articles, matches, deliveries (used inside one per-feed transaction) --
+
+    def insert_article(self, session: Session, values: dict[str, Any]) -> int | None:
+        """The new article's id, or None when it is already stored (either identity key)."""
+        statement = (self.insert(ArticleRow).values(**values).on_conflict_do_nothing()
+                     .returning(ArticleRow.id))
+        return session.execute(statement).scalar_one_or_none()
+
+    def similar_articles(self, session: Session, bands: Sequence[int], since: datetime,
+                         limit: int = 50) -> list[tuple[int, int, int | None, str]]:
+        """(id, simhash, story_id, source_id) of recent articles sharing a SimHash band."""
+        query = (select(ArticleRow.id, ArticleRow.simhash, ArticleRow.story_id,
+                        ArticleRow.source_id)
+                 .where(ArticleRow.fetched_at >= since,
+                        or_(ArticleRow.band0 == bands[0], ArticleRow.band1 == bands[1],
+                            ArticleRow.band2 == bands[2], ArticleRow.band3 == bands[3]))
+                 .order_by(ArticleRow.id).limit(limit))
+        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+
+    def set_story(self, session: Session, article_id: int, story_id: int) -> None:
+        session.execute(update(ArticleRow).where(ArticleRow.id == article_id).values(
+            story_id=story_id))
+
+    def insert_match(self, session: Session, article_id: int, rule_id: str,
+                     explanation: dict[str, Any], now: datetime) -> None:
+        session.execute(self.insert(MatchRow).values(
+            article_id=article_id, rule_id=rule_id, explanation=json.dumps(explanation),
+            created_at=now).on_conflict_do_nothing())
+
+    def queue_delivery(self, session: Session, values: dict[str, Any]) -> bool:
+        """Add one outbox row; False when this rule x story x subscriber was already queued."""
+        statement = (self.insert(DeliveryRow).values(**values).on_conflict_do_nothing()
+                     .returning(DeliveryRow.id))
+        return session.execute(statement).scalar_one_or_none() is not None
+
+    def last_delivery_time(self, session: Session, subscriber: str, rule_id: str
+                           ) -> datetime | None:
+        query = select(func.max(DeliveryRow.created_at)).where(
+            DeliveryRow.subscriber == subscriber, DeliveryRow.rule_id == rule_id)
+        return session.execute(query).scalar_one_or_none()
+
+    def story_outlets(self, story_id: int) -> list[tuple[str, str, str]]:
+        """(source id, url, title) of every article of a story, oldest first."""
+        with self.session() as session:
+            query = (select(ArticleRow.source_id, ArticleRow.url, ArticleRow.title)
+                     .where(or_(ArticleRow.story_id == story_id, ArticleRow.id == story_id))
+                     .order_by(ArticleRow.id))
+            return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+
+    def record_fetch(self, session: Session, source_id: str, values: dict[str, Any]) -> None:
+        session.execute(update(SourceRow).where(SourceRow.id == source_id).values(
+            lease_owner=None, lease_until=None, **values))
+
+    # -- the outbox sender's side --
+
+    def claim_deliveries(self, now: datetime, owner: str, limit: int) -> list[DeliveryRow]:
+        with self.session() as session:
+            query = (select(DeliveryRow)
+                     .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt <= now,
+                            or_(DeliveryRow.lease_until == None,  # noqa: E711
+                                DeliveryRow.lease_until < now))
+                     .order_by(DeliveryRow.next_attempt).limit(limit))
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = list(session.exec(query))
+            for row in rows:
+                row.lease_owner, row.lease_until = owner, now + LEASE
+                session.add(row)
+        return rows
+
+    def finish_delivery(self, delivery_id: str, **values: Any) -> None:
+        with self.session() as session:
+            session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(
+                lease_owner=None, lease_until=None, **values))
+
+    def deliveries(self, statuses: Sequence[str], limit: int = 200) -> list[DeliveryRow]:
+        with self.session() as session:
+            query = (select(DeliveryRow).where(DeliveryRow.status.in_(list(statuses)))
+                     .order_by(DeliveryRow.created_at).limit(limit))
+            return list(session.exec(query))
+
+    def retry_deliveries(self, now: datetime, delivery_id: str | None = None,
+                         all_dead: bool = False) -> int:
+        """Put deliveries back to pending, due now. Returns how many."""
+        with self.session() as session:
+            statement = update(DeliveryRow).values(status="pending", next_attempt=now,
+                                                   lease_owner=None, lease_until=None)
+            if delivery_id:
+                statement = statement.where(DeliveryRow.id == delivery_id)
+            elif all_dead:
+                statement = statement.where(DeliveryRow.status == "dead")
+            else:
+                return 0
+            return session.execute(statement).rowcount or 0  # type: ignore[attr-defined]
+
+    def count_deliveries(self) -> dict[str, int]:
+        with self.session() as session:
+            query = select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status)
+            return {status: count for status, count in session.execute(query)}
+
+    def disable_endpoint(self, subscriber: str, target: str, reason: str, now: datetime) -> None:
+        with self.session() as session:
+            session.execute(self.insert(EndpointRow).values(
+                subscriber=subscriber, target=target, reason=reason, disabled_at=now
+            ).on_conflict_do_nothing())
+            session.execute(update(DeliveryRow).where(
+                DeliveryRow.subscriber == subscriber, DeliveryRow.status == "pending"
+            ).values(status="disabled", last_error=reason))
+
+    def disabled_endpoints(self) -> dict[str, str]:
+        with self.session() as session:
+            return {row.subscriber: row.target for row in session.exec(select(EndpointRow))}
+
+    # -- reading articles back --
+
+    def recent_articles(self, since: datetime, batch: int = 500) -> Iterator[ArticleRow]:
+        """Articles fetched since a time, streamed in id order (never a whole-table load)."""
+        last_id = 0
+        while True:
+            with self.session() as session:
+                rows = list(session.exec(select(ArticleRow).where(
+                    ArticleRow.fetched_at >= since, ArticleRow.id > last_id  # type: ignore[operator]
+                ).order_by(ArticleRow.id).limit(batch)))
+            if not rows:
+                return
+            yield from rows
+            last_id = rows[-1].id or last_id
+
+    def counts_since(self, since: datetime) -> dict[str, int]:
+        with self.session() as session:
+            articles = session.execute(select(func.count()).select_from(ArticleRow).where(
+                ArticleRow.fetched_at >= since)).scalar_one()
+            alerts = session.execute(select(func.count()).select_from(DeliveryRow).where(
+                DeliveryRow.created_at >= since)).scalar_one()
+            matches = session.execute(select(func.count()).select_from(MatchRow).where(
+                MatchRow.created_at >= since)).scalar_one()
+        return {"articles": articles, "alerts": alerts, "matches": matches}
+
+
+def open_store(url: str, upgrade: bool = True) -> Store:
+    """Open the database; a new one gets the schema, an old one must be upgraded first."""
+    from monitor import migrations
+    store = Store(make_engine(url))
+    try:
+        migrations.ensure_current(store.engine, upgrade_empty=upgrade)
+    except OperationalError as exc:
+        raise ConfigError(f"cannot open database {url}: {exc.orig}") from None
+    return store

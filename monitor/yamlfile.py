@@ -1,0 +1,142 @@
+"""YAML reading that remembers line numbers and refuses what YAML would silently get wrong.
+
+PyYAML's safe loader keeps the last of two duplicate keys without a word and reads an unquoted
+`no` as False (YAML 1.1). Admins edit these files by hand, so both become problems reported
+as file:line instead of rules that quietly mean something else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from monitor.errors import ConfigError, Problem
+
+# Words YAML 1.1 turns into booleans although nobody writing a rule means a boolean by them.
+_SURPRISE_BOOLEANS = {"y", "n", "yes", "no", "on", "off"}
+
+
+class YDict(dict[Any, Any]):
+    """A mapping that knows the line it starts on and the line of each key."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class YList(list[Any]):
+    """A sequence that knows the line it starts on and the line of each item."""
+
+    line: int = 0
+    item_lines: list[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that builds YDict/YList and records duplicate keys and surprise booleans."""
+
+    def __init__(self, stream: str, filename: str) -> None:
+        super().__init__(stream)
+        self.filename = filename
+        self.problems: list[Problem] = []
+
+    def _problem(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(self.filename, node.start_mark.line + 1, message))
+
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Any:  # type: ignore[override]
+        result = YDict()
+        result.line = node.start_mark.line + 1
+        result.key_lines = {}
+        yield result
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in result.key_lines:
+                self._problem(key_node, f"duplicate key '{key}' (first at line "
+                                        f"{result.key_lines[key]}); YAML would keep only the last")
+            result.key_lines[key] = key_node.start_mark.line + 1
+            result[key] = self.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+
+    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Any:  # type: ignore[override]
+        result = YList()
+        result.line = node.start_mark.line + 1
+        result.item_lines = [child.start_mark.line + 1 for child in node.value]
+        yield result
+        result.extend(self.construct_object(child, deep=True)  # type: ignore[no-untyped-call]
+                      for child in node.value)
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:  # type: ignore[override]
+        value = super().construct_yaml_bool(node)  # type: ignore[no-untyped-call]
+        if node.value.lower() in _SURPRISE_BOOLEANS:
+            self._problem(node, f"'{node.value}' is read by YAML as {str(value).lower()}; "
+                                f"write {str(value).lower()}, or quote it ('{node.value}') "
+                                f"if you mean the word")
+        return bool(value)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_yaml_map)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_yaml_seq)
+_LineLoader.add_constructor("tag:yaml.org,2002:bool", _LineLoader.construct_yaml_bool)
+
+
+def parse_yaml(text: str, filename: str) -> tuple[Any, list[Problem]]:
+    """Parse YAML text; return the data and every problem found (syntax errors included)."""
+    loader = _LineLoader(text, filename)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        return None, [Problem(filename, line, f"YAML syntax: {exc.problem or exc}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(filename, 1, f"YAML: {exc}")]
+    finally:
+        loader.dispose()
+    return data, loader.problems
+
+
+def read_yaml(path: Path) -> tuple[Any, list[Problem]]:
+    """Read and parse a YAML file; an unreadable file raises ConfigError (exit 2 territory)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return parse_yaml(text, str(path))
+
+
+def line_of(data: Any, loc: tuple[Any, ...]) -> int:
+    """The line of the deepest node along a pydantic error location that we know a line for."""
+    line = getattr(data, "line", 1)
+    node = data
+    for part in loc:
+        if isinstance(node, YDict) and part in node:
+            line = node.key_lines.get(part, line)
+            node = node[part]
+        elif isinstance(node, YList) and isinstance(part, int) and part < len(node):
+            line = node.item_lines[part]
+            node = node[part]
+        else:
+            break
+        line = getattr(node, "line", line)
+    return line
+
+
+def validate(model: type[BaseModel], data: Any, filename: str,
+             where: tuple[Any, ...] = ()) -> tuple[Any, list[Problem]]:
+    """Validate data against a pydantic model; turn each error into a located Problem."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, [_problem_from(error, data, filename, where) for error in exc.errors()]
+
+
+def _problem_from(error: Any, data: Any, filename: str, where: tuple[Any, ...]) -> Problem:
+    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    field = ".".join(str(part) for part in where + loc) or "document"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = f"unknown key '{loc[-1]}' (a typo?)"
+        field = ".".join(str(part) for part in where + loc[:-1]) or "document"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return Problem(filename, line_of(data, loc), f"{field}: {message}")
