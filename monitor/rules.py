@@ -250,7 +250,9 @@ def _salvage(data: YDict, path: str) -> tuple[RuleFileModel, list[Problem]]:
         problems.append(Problem(path, data.key_lines[key], f"unknown key '{key}' (a typo?)"))
     kept: dict[str, Any] = {}
     for key, model in (("actors", ActorModel), ("rules", RuleModel)):
-        items = data.get(key) or []
+        items = data.get(key)
+        if items is None:
+            continue
         if not isinstance(items, YList):
             problems.append(Problem(path, data.key_lines.get(key, 1), f"'{key}' must be a list"))
             continue

@@ -117,7 +117,6 @@ def line_of(data: Any, loc: tuple[Any, ...]) -> int:
             node = node[part]
         else:
             break
-        line = getattr(node, "line", line)
     return line
 
 

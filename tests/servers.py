@@ -1,0 +1,184 @@
+"""Real servers on 127.0.0.1 for the tests: a feed server, a webhook receiver, an SMTP server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope, Session
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class HTTPServerThread:
+    """A threading HTTP server whose handler is a method of this object."""
+
+    def __init__(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                owner.handle(self)
+
+            def do_POST(self) -> None:  # noqa: N802
+                owner.handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def respond(request: BaseHTTPRequestHandler, status: int, body: bytes = b"",
+            headers: dict[str, str] | None = None) -> None:
+    request.send_response(status)
+    for key, value in (headers or {}).items():
+        request.send_header(key, value)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    if body:
+        request.wfile.write(body)
+
+
+class FeedServer(HTTPServerThread):
+    """Serves documents by path; a route may be a function for hostile behaviour."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self.routes: dict[str, Route] = {}
+        self.hits: list[tuple[str, dict[str, str]]] = []
+        super().__init__()
+
+    def put(self, path: str, body: bytes | str, status: int = 200,
+            content_type: str = "application/rss+xml; charset=utf-8",
+            headers: dict[str, str] | None = None) -> str:
+        data = body.encode() if isinstance(body, str) else body
+        self.documents[path] = (status, data, {"Content-Type": content_type, **(headers or {})})
+        return self.base + path
+
+    def route(self, path: str, handler: Route) -> str:
+        self.routes[path] = handler
+        return self.base + path
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        path = request.path
+        self.hits.append((path, dict(request.headers)))
+        if path in self.routes:
+            self.routes[path](request)
+            return
+        status, body, headers = self.documents.get(path, (404, b"not found", {}))
+        etag = headers.get("ETag")
+        if etag and request.headers.get("If-None-Match") == etag:
+            respond(request, 304, b"", {"ETag": etag})
+            return
+        respond(request, status, body, headers)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver(HTTPServerThread):
+    """Records every POST; answers from a script of statuses (then 200)."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.script: list[tuple[int, dict[str, str]]] = []
+        self.lock = threading.Lock()
+        super().__init__()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length", "0"))
+        body = request.rfile.read(length)
+        with self.lock:
+            self.received.append(Received(request.path, {k.lower(): v for k, v in
+                                                         request.headers.items()}, body))
+            status, headers = self.script.pop(0) if self.script else (200, {})
+        respond(request, status, b"{}", {"Content-Type": "application/json", **headers})
+
+
+@dataclass
+class MailHandler:
+    """aiosmtpd handler that keeps messages; answers DATA from a script of replies."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[Envelope] = field(default_factory=list)
+    script: list[str] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        if self.script:
+            reply = self.script.pop(0)
+            if not reply.startswith("250"):
+                return reply
+        self.envelopes.append(envelope)
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        return "250 OK"
+
+
+class SMTPServer:
+    def __init__(self) -> None:
+        self.handler = MailHandler()
+        self.port = free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        return self.handler.messages
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll a condition until it holds or the deadline passes (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %.1f s" % timeout)
+        time.sleep(interval)
