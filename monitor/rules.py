@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.errors import Problem
-from monitor.yamlfile import YDict, YList, read_yaml, validate
+from monitor.yamlfile import YDict, YList, parse_yaml, validate
 
 FIELDS = ("title", "summary", "body")
 
@@ -220,6 +220,7 @@ class RuleFile:
     model: RuleFileModel
     data: Any
     problems: list[Problem] = field(default_factory=list)
+    lines: dict[tuple[str, int], int] = field(default_factory=dict)  # (key, model index) -> line
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -228,23 +229,43 @@ def rule_files(directory: Path) -> list[Path]:
 
 def read_rule_file(path: Path) -> RuleFile:
     """Parse and validate one file; invalid rules and actors are dropped and reported."""
-    data, problems = read_yaml(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return RuleFile(str(path), RuleFileModel(), None, [Problem(str(path), 1, str(exc))])
+    return parse_rule_text(text, str(path))
+
+
+def parse_rule_text(text: str, path: str) -> RuleFile:
+    data, problems = parse_yaml(text, path)
     if data is None:
-        return RuleFile(str(path), RuleFileModel(), data, problems)
+        return RuleFile(path, RuleFileModel(), data, problems)
     if not isinstance(data, YDict):
-        return RuleFile(str(path), RuleFileModel(), data,
-                        problems + [Problem(str(path), 1, "expected a mapping with 'actors' "
-                                                          "and/or 'rules'")])
-    model, errors = validate(RuleFileModel, data, str(path))
+        return RuleFile(path, RuleFileModel(), data,
+                        problems + [Problem(path, 1, "expected a mapping with 'actors' "
+                                                     "and/or 'rules'")])
+    model, errors = validate(RuleFileModel, data, path)
+    kept: dict[str, list[int]] = {}
     if model is None:
-        model, more = _salvage(data, str(path))
+        model, more, kept = _salvage(data, path)
         problems += more
-    return RuleFile(str(path), model, data, problems)
+    lines = {}
+    for key in ("actors", "rules"):
+        raw = data.get(key)
+        raw_lines = raw.item_lines if isinstance(raw, YList) else []
+        for index, raw_index in enumerate(kept.get(key, range(len(raw_lines)))):
+            lines[(key, index)] = raw_lines[raw_index]
+    return RuleFile(path, model, data, problems, lines)
 
 
-def _salvage(data: YDict, path: str) -> tuple[RuleFileModel, list[Problem]]:
-    """Validate item by item so one bad rule does not take its neighbours down."""
+def _salvage(data: YDict, path: str
+             ) -> tuple[RuleFileModel, list[Problem], dict[str, list[int]]]:
+    """Validate item by item so one bad rule does not take its neighbours down.
+
+    Also returns, per key, the raw index of each item kept.
+    """
     problems: list[Problem] = []
+    indexes: dict[str, list[int]] = {}
     unknown = set(data) - {"actors", "actor_groups", "rules"}
     for key in sorted(unknown, key=str):
         problems.append(Problem(path, data.key_lines[key], f"unknown key '{key}' (a typo?)"))
@@ -257,17 +278,19 @@ def _salvage(data: YDict, path: str) -> tuple[RuleFileModel, list[Problem]]:
             problems.append(Problem(path, data.key_lines.get(key, 1), f"'{key}' must be a list"))
             continue
         good = []
+        indexes[key] = []
         for index, item in enumerate(items):
             value, errors = validate(model, item, path, where=(key, index))
             problems += errors
             if value is not None:
                 good.append(value)
+                indexes[key].append(index)
         kept[key] = good
     groups, errors = validate(RuleFileModel, {"actor_groups": data.get("actor_groups") or {}},
                               path)
     problems += errors
     kept["actor_groups"] = groups.actor_groups if groups else {}
-    return RuleFileModel(**kept), problems
+    return RuleFileModel(**kept), problems, indexes
 
 
 def load_rules(directory: Path, last_good: dict[str, RuleFile] | None = None
@@ -297,7 +320,7 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     seen: dict[str, str] = {}
     for rule_file in files:
         for index, model in enumerate(rule_file.model.rules):
-            where = _locate(rule_file, "rules", index, model.id)
+            where = _locate(rule_file, "rules", index)
             if model.id in seen:
                 problems.append(Problem(rule_file.path, where, f"duplicate rule id '{model.id}' "
                                                                f"(first in {seen[model.id]})"))
@@ -318,7 +341,7 @@ def _collect_actors(files: list[RuleFile]
     for rule_file in files:
         for index, actor in enumerate(rule_file.model.actors):
             if actor.id in actors:
-                line = _locate(rule_file, "actors", index, actor.id)
+                line = _locate(rule_file, "actors", index)
                 problems.append(Problem(rule_file.path, line, f"duplicate actor id '{actor.id}'"))
             actors.setdefault(actor.id, actor)
         for name, members in rule_file.model.actor_groups.items():
@@ -369,14 +392,9 @@ def _resolve_rule(model: RuleModel, actors: dict[str, ActorModel], groups: dict[
                    frozenset(model.sources) if model.sources else None, path, line), []
 
 
-def _locate(rule_file: RuleFile, key: str, index: int, ident: str) -> int:
-    """The line of item `index` under `key`, found by its id among the raw items."""
-    items = rule_file.data.get(key) if isinstance(rule_file.data, YDict) else None
-    if isinstance(items, YList):
-        for item, line in zip(items, items.item_lines):
-            if isinstance(item, dict) and item.get("id") == ident:
-                return line
-    return 1
+def _locate(rule_file: RuleFile, key: str, index: int) -> int:
+    """The line of the validated item `index` under `key`."""
+    return rule_file.lines.get((key, index), 1)
 
 
 def _key_line(data: Any, key: str, sub: str) -> int:

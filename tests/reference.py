@@ -1,0 +1,95 @@
+"""A plain, obviously-correct rule evaluator: str.find per spelling, brute-force scopes.
+
+Slow on purpose and sharing nothing with the engine's automaton, term index or sliding window;
+the engine must agree with it on every article.
+"""
+
+from __future__ import annotations
+
+import re
+
+from monitor.match import _SENTENCE_END, fold, normalize, strip_marks, variants
+from monitor.models import Article
+from monitor.rules import FIELDS, GroupDef, RuleDef, RuleSet, TermDef
+
+Hit = tuple[str, int, int]   # field, start, end
+
+
+def occurrences(term: TermDef, text: str) -> set[tuple[int, int]]:
+    if term.kind == "regex":
+        flags = 0 if term.case_sensitive else re.IGNORECASE
+        return {(m.start(), m.end()) for m in re.finditer(term.text, text, flags)
+                if m.end() > m.start()}
+    hay = fold(text)
+    if term.fold_diacritics:
+        hay = strip_marks(hay)
+    found = set()
+    for spelling in variants(term):
+        needle = fold(spelling)
+        if term.fold_diacritics:
+            needle = strip_marks(needle)
+        start = hay.find(needle)
+        while needle and start != -1:
+            end = start + len(needle)
+            before_ok = start == 0 or not hay[start - 1].isalnum()
+            after_ok = end == len(hay) or not hay[end].isalnum()
+            case_ok = not term.case_sensitive or text[start:end] == spelling
+            if before_ok and case_ok and (after_ok or term.kind == "prefix"):
+                found.add((start, end))
+            start = hay.find(needle, start + 1)
+    return found
+
+
+def group_hits(group: GroupDef, texts: dict[str, str], fields: tuple[str, ...]) -> list[Hit]:
+    hits = [(name, s, e) for term in group.terms for name in fields if name in texts
+            for s, e in occurrences(term, texts[name])]
+    return hits if len(hits) >= group.min_mentions else []
+
+
+def units(text: str, scope: str) -> list[tuple[int, int]]:
+    """(start, end) of each paragraph or sentence, found by splitting, not by bisecting."""
+    out, offset = [], 0
+    for paragraph in text.split("\n"):
+        if scope == "paragraph":
+            out.append((offset, offset + len(paragraph) + 1))
+        else:
+            cuts = [0] + [m.end() for m in _SENTENCE_END.finditer(paragraph)] + [len(paragraph) + 1]
+            out += [(offset + a, offset + b) for a, b in zip(cuts, cuts[1:])]
+        offset += len(paragraph) + 1
+    return out
+
+
+def in_scope(rule: RuleDef, texts: dict[str, str], colours: list[list[Hit]]) -> bool:
+    if rule.scope == "article":
+        return True
+    for name, text in texts.items():
+        if rule.scope == "words":
+            words = [m.start() for m in re.finditer(r"\w+", text)]
+            index = lambda pos: sum(1 for w in words if w <= pos) - 1  # noqa: E731
+            for first in range(-1, len(words)):
+                window = range(first, first + rule.within)
+                if all(any(h[0] == name and index(h[1]) in window for h in c) for c in colours):
+                    return True
+        else:
+            for start, end in units(text, rule.scope):
+                if all(any(h[0] == name and start <= h[1] < end for h in c) for c in colours):
+                    return True
+    return False
+
+
+def reference_match(ruleset: RuleSet, article: Article, source_id: str | None) -> set[str]:
+    texts = {name: normalize(getattr(article, name)) for name in FIELDS
+             if getattr(article, name)}
+    matched = set()
+    for rule in ruleset.rules:
+        if rule.sources is not None and source_id not in rule.sources:
+            continue
+        if any(group_hits(g, texts, rule.fields) for g in rule.none):
+            continue
+        required = [group_hits(g, texts, rule.fields) for g in rule.all]
+        optional = [h for g in rule.any for h in group_hits(g, texts, rule.fields)]
+        if not all(required) or (rule.any and not optional):
+            continue
+        if in_scope(rule, texts, required + ([optional] if rule.any else [])):
+            matched.add(rule.id)
+    return matched
