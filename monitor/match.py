@@ -31,8 +31,10 @@ _PUNCT.update({c: None for c in (0x00AD, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF,
 _PUNCT.update({c: None for c in [*range(0x064B, 0x0660), 0x0670]})
 _PUNCT.update({c: None for c in range(0x0591, 0x05C8) if c not in (0x05BE, 0x05C0, 0x05C3, 0x05C6)})
 
-_SPACES = re.compile(r"[^\S\n]+")
-_BREAKS = re.compile(r" ?\n[\s]*")
+# Everything that is not a letter or digit becomes a space in the text the automaton scans.
+# ASCII text (most text, once quotes and dashes are unified) goes through a byte table.
+_NON_WORD = re.compile(r"[^\w ]|_")
+_ASCII_NON_WORD = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + bytes(128)
 _SENTENCE_END = re.compile(r"(?<=[.!?…؟。])[\"')\]]*\s+(?=[^a-z\s])")
 _WORD = re.compile(r"\w+")
 SNIPPET_MAX = 600
@@ -40,9 +42,10 @@ SNIPPET_MAX = 600
 
 def normalize(text: str) -> str:
     """NFKC, one kind of quote and dash, single spaces; a newline separates paragraphs."""
-    text = unicodedata.normalize("NFKC", text).translate(_PUNCT)
-    text = _SPACES.sub(" ", text)
-    return _BREAKS.sub("\n", text).strip()
+    if not text.isascii():                      # ASCII is its own NFKC form
+        text = unicodedata.normalize("NFKC", text).translate(_PUNCT)
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def fold(text: str) -> str:
@@ -97,6 +100,23 @@ def variants(term: TermDef) -> list[str]:
 
 # --- one field of one article, prepared for matching ------------------------------------------
 
+def scan_text(folded: str) -> str:
+    """The text the automaton scans: non-word characters as spaces, a space at each end.
+
+    Keys are padded the same way, so the automaton only reports hits that start (and, unless
+    the term is a prefix, end) on a word boundary; a hit inside a word is never even seen.
+    Every character keeps its place: offset i here is offset i - 1 in the folded text.
+    """
+    if folded.isascii():
+        return " " + folded.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii") + " "
+    return " " + _NON_WORD.sub(" ", folded) + " "
+
+
+def scan_key(spelling: str, prefix: bool) -> str:
+    key = scan_text(spelling)
+    return key[:-1] if prefix else key
+
+
 @dataclass
 class _Text:
     name: str
@@ -104,8 +124,16 @@ class _Text:
     folded: str
 
     @cached_property
+    def haystack(self) -> str:
+        return scan_text(self.folded)
+
+    @cached_property
     def plain(self) -> str:
         return strip_marks(self.folded)
+
+    @cached_property
+    def plain_haystack(self) -> str:
+        return scan_text(self.plain)
 
     @cached_property
     def paragraph_starts(self) -> list[int]:
@@ -164,32 +192,47 @@ class _Rule:
     any: list[_Group]
     none: list[_Group]
     always: bool = False          # has regex terms: a candidate for every article
+    full: int = 0                 # bit mask with one bit per 'all' group, plus one for 'any'
+
+
+# One automaton entry: (term id, folded spelling to confirm, original case or None, prefix).
+_Entry = tuple[int, str, str | None, bool]
 
 
 @dataclass
 class Engine:
-    """Rules compiled once; `match(article)` answers which rules match and why."""
+    """Rules compiled once; `match(article)` answers which rules match and why.
+
+    The index from terms to rules records, per term, which group bit of which rule it
+    satisfies; a rule is evaluated only when every one of its groups has been hit.
+    """
 
     ruleset: RuleSet
     _terms: list[TermDef] = field(default_factory=list)
     _rules: list[_Rule] = field(default_factory=list)
-    _term_rules: list[tuple[int, ...]] = field(default_factory=list)
-    _patterns: list[tuple[tuple[int, str | None, bool], ...]] = field(default_factory=list)
+    _term_bits: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
+    _patterns: list[tuple[_Entry, ...]] = field(default_factory=list)
     _regexes: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
     _always: list[int] = field(default_factory=list)
+    _full: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         term_ids: dict[TermDef, int] = {}
-        term_rules: defaultdict[int, set[int]] = defaultdict(set)
+        term_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
         for index, rule in enumerate(self.ruleset.rules):
             compiled = self._compile_rule(rule, term_ids)
             self._rules.append(compiled)
-            for group in compiled.all + compiled.any + compiled.none:
+            groups = [(g, 1 << bit) for bit, g in enumerate(compiled.all)]
+            any_bit = 1 << len(compiled.all)
+            groups += [(g, any_bit) for g in compiled.any]
+            for group, bit in groups:
                 for tid in group.terms:
-                    term_rules[tid].add(index)
+                    term_bits[tid].add((index, bit))
+            compiled.full = (1 << len(compiled.all)) - 1 | (any_bit if compiled.any else 0)
             if compiled.always:
                 self._always.append(index)
-        self._term_rules = [tuple(sorted(term_rules[tid])) for tid in range(len(self._terms))]
+        self._term_bits = [tuple(sorted(term_bits[t])) for t in range(len(self._terms))]
+        self._full = [rule.full for rule in self._rules]
         self._exact, self._plain = self._build_automata()
 
     def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int]) -> _Rule:
@@ -209,26 +252,31 @@ class Engine:
         return compiled
 
     def _build_automata(self) -> tuple[Any, Any]:
-        keyed: dict[tuple[bool, str], list[tuple[int, str | None, bool]]] = defaultdict(list)
+        keyed: dict[tuple[bool, str], list[_Entry]] = defaultdict(list)
         for tid, term in enumerate(self._terms):
             if term.kind == "regex":
                 flags = 0 if term.case_sensitive else re.IGNORECASE
                 self._regexes.append((tid, re.compile(term.text, flags)))
                 continue
+            prefix = term.kind == "prefix"
             for spelling in variants(term):
-                key = fold(spelling)
+                folded = fold(spelling)
                 if term.fold_diacritics:
-                    key = strip_marks(key)
+                    folded = strip_marks(folded)
+                if not folded.strip():
+                    continue
                 original = spelling if term.case_sensitive else None
-                keyed[(term.fold_diacritics, key)].append((tid, original, term.kind == "prefix"))
+                key = scan_key(folded, prefix)
+                keyed[(term.fold_diacritics, key)].append((tid, folded, original, prefix))
         automata = []
         for plain in (False, True):
             automaton = ahocorasick.Automaton()
             for (is_plain, key), entries in keyed.items():
-                if is_plain == plain and key:
+                if is_plain == plain:
                     automaton.add_word(key, (len(self._patterns), len(key)))
                     self._patterns.append(tuple(entries))
-            automaton.make_automaton() if len(automaton) else None
+            if len(automaton):
+                automaton.make_automaton()
             automata.append(automaton if len(automaton) else None)
         return automata[0], automata[1]
 
@@ -239,43 +287,48 @@ class Engine:
         hits: defaultdict[int, list[_RawHit]] = defaultdict(list)
         for index, text in enumerate(texts):
             if self._exact is not None:
-                self._scan_one(self._exact, text.folded, text, index, hits)
+                self._scan_one(self._exact, text.haystack, text.folded, text, index, hits)
             if self._plain is not None:
-                self._scan_one(self._plain, text.plain, text, index, hits)
+                self._scan_one(self._plain, text.plain_haystack, text.plain, text, index, hits)
             for tid, pattern in self._regexes:
                 for found in pattern.finditer(text.norm):
                     if found.end() > found.start():
                         hits[tid].append((index, found.start(), found.end()))
         return hits
 
-    def _scan_one(self, automaton: Any, haystack: str, text: _Text, index: int,
+    def _scan_one(self, automaton: Any, haystack: str, folded: str, text: _Text, index: int,
                   hits: defaultdict[int, list[_RawHit]]) -> None:
         patterns = self._patterns
-        size = len(haystack)
         for last, (pid, length) in automaton.iter(haystack):
-            start = last - length + 1
-            if start and haystack[start - 1].isalnum():
-                continue
-            end = last + 1
-            whole = end >= size or not haystack[end].isalnum()
-            for tid, original, prefix in patterns[pid]:
+            start = last - length + 1          # haystack offset of the pad = folded start
+            for tid, spelling, original, prefix in patterns[pid]:
+                end = start + len(spelling)
+                if folded[start:end] != spelling:
+                    continue                    # same words, other punctuation
                 if original is not None and text.norm[start:end] != original:
                     continue
-                if whole:
-                    hits[tid].append((index, start, end))
-                elif prefix:
-                    hits[tid].append((index, start, _word_end(haystack, end)))
+                hits[tid].append((index, start, _word_end(folded, end) if prefix else end))
 
     # -- evaluating --
+
+    def candidates(self, hits: dict[int, list[_RawHit]]) -> list[int]:
+        """Rules every one of whose groups was hit somewhere (plus rules with regex terms)."""
+        state: defaultdict[int, int] = defaultdict(int)
+        term_bits = self._term_bits
+        for tid in hits:
+            for rule_index, bit in term_bits[tid]:
+                state[rule_index] |= bit
+        full = self._full
+        found = [i for i, seen in state.items() if seen == full[i]]
+        if self._always:
+            return sorted(set(found).union(self._always))
+        return sorted(found)
 
     def match(self, article: Article, source_id: str | None = None) -> list[Match]:
         texts = prepare(article)
         hits = self.scan(texts)
-        candidates: set[int] = set(self._always)
-        for tid in hits:
-            candidates.update(self._term_rules[tid])
         matches = []
-        for index in sorted(candidates):
+        for index in self.candidates(hits):
             found = self._evaluate(self._rules[index], texts, hits, source_id)
             if found is not None:
                 matches.append(found)

@@ -1,0 +1,108 @@
+"""The daemon (`news-monitor run`): polling on its own, hot reload of rules, clean stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import ROOT, Workdir, rss
+from servers import FeedServer, WebhookReceiver, wait_for
+
+
+class Daemon:
+    def __init__(self, workdir: Workdir) -> None:
+        workdir.write()
+        self.log = workdir.path / "daemon.log"
+        self.log_file = self.log.open("w")
+        env = {k: v for k, v in os.environ.items() if k != "NEWS_MONITOR_CONFIG"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "--config", str(workdir.config_file)],
+            cwd=workdir.path, stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            self.log_file.close()
+
+
+@pytest.fixture
+def daemon_dir(workdir: Workdir, feeds: FeedServer, receiver: WebhookReceiver) -> Workdir:
+    rules = workdir.path / "rules"
+    rules.mkdir()
+    shutil.copy(ROOT / "rules" / "actors.yaml", rules / "actors.yaml")
+    workdir.config.update({"rules": "rules", "tick": "1s", "rules_poll": "1s"})
+    workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml", "interval": "1s"}]
+    workdir.subscribers = [{"name": "hook", "webhook": receiver.base + "/hook", "rules": "*"}]
+    return workdir
+
+
+def item(slug: str, title: str) -> dict[str, str]:
+    return {"title": title, "link": f"https://news.example.org/{slug}", "body": f"<p>{title}</p>"}
+
+
+def alerted(receiver: WebhookReceiver, title: str) -> bool:
+    return any(r.json["data"]["article_title"] == title for r in receiver.received)
+
+
+def test_hot_reload_under_a_running_scheduler(daemon_dir: Workdir, feeds: FeedServer,
+                                              receiver: WebhookReceiver) -> None:
+    items = [item("a", "Quantum computing milestone")]
+    feeds.put("/wire.xml", rss(items))
+    rule_file = daemon_dir.path / "rules" / "science.yaml"
+    daemon = Daemon(daemon_dir)
+    try:
+        wait_for(lambda: len(feeds.hits) >= 2, timeout=20)   # polling on its own interval
+
+        # A new rule file is picked up within 5 seconds, and alerts on the next new item.
+        rule_file.write_text("rules:\n  - id: quantum\n    title: Quantum\n    all:\n"
+                             "      - keywords: [quantum]\n")
+        wait_for(lambda: "rules reloaded: 1 rules" in daemon.text(), timeout=5)
+        items.append(item("b", "Quantum sensors in orbit"))
+        feeds.put("/wire.xml", rss(items))
+        wait_for(lambda: alerted(receiver, "Quantum sensors in orbit"), timeout=10)
+
+        # A broken edit: errors logged with file:line, the last good rules keep running.
+        rule_file.write_text("rules:\n  - id: quantum\n    title: Quantum\n    all:\n"
+                             "      - keywords: [quantum\n")
+        wait_for(lambda: f"{rule_file}:" in daemon.text(), timeout=5)
+        items.append(item("c", "Quantum networks expand"))
+        feeds.put("/wire.xml", rss(items))
+        wait_for(lambda: alerted(receiver, "Quantum networks expand"), timeout=10)
+
+        # A later good edit is picked up.
+        rule_file.write_text("rules:\n  - id: photon\n    title: Photons\n    all:\n"
+                             "      - keywords: [photon*]\n")
+        wait_for(lambda: daemon.text().count("rules reloaded") >= 3, timeout=5)
+        items.append(item("d", "Photonic chips arrive"))
+        items.append(item("e", "Quantum weather"))
+        feeds.put("/wire.xml", rss(items))
+        wait_for(lambda: alerted(receiver, "Photonic chips arrive"), timeout=10)
+        assert not alerted(receiver, "Quantum weather")
+        assert not alerted(receiver, "Quantum computing milestone")   # stored before its rule
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.text()
+    assert "stopped" in daemon.text()
+
+
+def test_sigterm_stops_cleanly_with_exit_0(daemon_dir: Workdir, feeds: FeedServer) -> None:
+    feeds.put("/wire.xml", rss([item("a", "Nothing to see")]))
+    daemon = Daemon(daemon_dir)
+    wait_for(lambda: feeds.hits, timeout=20)
+    started = time.monotonic()
+    assert daemon.stop() == 0, daemon.text()
+    assert time.monotonic() - started < 15
+    assert "Traceback" not in daemon.text()
