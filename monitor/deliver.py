@@ -41,6 +41,15 @@ def make_alert(delivery_id: str, found: Match, article: Article, source_id: str,
                  created_at=now)
 
 
+def source_alert(delivery_id: str, key: str, title: str, text: str, source_id: str, url: str,
+                 subscriber: str, now: datetime) -> Alert:
+    """An alert about a source itself (failing, recovered), for the admin subscriber."""
+    return Alert(delivery_id=delivery_id, rule_id=key, rule_title=title, article_url=url,
+                 article_title=text, source_id=source_id, published=now, summary=text,
+                 terms=[], actors=[], fields=[], snippet=text, subscriber=subscriber,
+                 created_at=now)
+
+
 def next_digest(digest: DigestSpec, now: datetime) -> datetime:
     """The next digest time after `now`, computed in the subscriber's time zone."""
     local = now.astimezone(ZoneInfo(digest.timezone))
@@ -88,10 +97,13 @@ async def send_due(ctx: Context) -> tuple[int, int]:
     disabled = ctx.store.disabled_endpoints()
     sent = failed = 0
     limit = asyncio.Semaphore(SEND_CONCURRENCY)
+    tried: list[str] = []           # a failure due again at once waits for the next pass
     while True:
-        rows = ctx.store.claim_deliveries(ctx.now(), ctx.owner, ctx.settings.delivery.batch)
+        rows = ctx.store.claim_deliveries(ctx.now(), ctx.owner, ctx.settings.delivery.batch,
+                                          tried)
         if not rows:
             return sent, failed
+        tried += [row.id for row in rows]
         results = await asyncio.gather(*(
             _send_batch(ctx, batch, subscribers, disabled, limit)
             for batch in batches(rows, subscribers)))
@@ -129,6 +141,8 @@ async def _send_batch(ctx: Context, rows: list[DeliveryRow],
 def _with_outlets(ctx: Context, row: DeliveryRow) -> Alert:
     """The stored alert, plus every outlet that has carried its story so far."""
     alert = alert_from(json.loads(row.payload))
+    if row.article_id is None:
+        return alert
     outlets = ctx.store.story_outlets(row.story_id)
     alert.also_reported_by = [{"source": source, "url": url, "title": title}
                               for source, url, title in outlets if url != alert.article_url]

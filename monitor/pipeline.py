@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
 import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -36,6 +38,21 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def owner_name() -> str:
+    """Who holds a lease: host and pid, so a crashed process's leases can be freed early."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class Rules:
     """The rule engine in service; hot reload replaces `engine` in one assignment."""
@@ -55,7 +72,7 @@ class Context:
     sources: dict[str, SourceSpec]
     subscribers: list[SubscriberSpec]
     channels: dict[str, Channel]
-    owner: str = field(default_factory=lambda: "replica-" + secrets.token_hex(4))
+    owner: str = field(default_factory=lambda: owner_name())
     now: Callable[[], datetime] = utcnow
     on_alert: Callable[[Match, Article, str], None] | None = None
 
@@ -171,14 +188,15 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
                                              article_id, story_id, now)
         ctx.store.record_fetch(session, row.id, _success_values(ctx, row, result,
                                                                  len(articles), outcome.new))
+        _tell_admin_recovered(ctx, session, row)
     return outcome
 
 
 def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
                    now: datetime) -> tuple[int | None, int]:
-    fingerprint = story.simhash(" ".join((article.title, article.summary, article.body)))
-    values = article_values(source_id, article, now, fingerprint)
-    article_id = ctx.store.insert_article(session, values)
+    fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
+    article_id = ctx.store.insert_article(session,
+                                          article_values(source_id, article, now, fingerprint))
     if article_id is None:
         return None, 0
     story_id = article_id
@@ -188,33 +206,33 @@ def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
     return article_id, story_id
 
 
-def _story_of(ctx: Context, session: Any, article_id: int, fingerprint: int,
+def _story_of(ctx: Context, session: Any, article_id: int, fingerprint: list[int],
               now: datetime) -> int:
-    """The story of the nearest earlier near-duplicate within two days, else a new story."""
+    """The story of the earliest near-duplicate of the last two days, else a new story."""
     candidates = ctx.store.similar_articles(session, story.bands(fingerprint),
                                             now - timedelta(days=2))
-    for other_id, other_hash, other_story, _ in candidates:
-        if other_id != article_id and other_hash is not None and \
-                story.distance(other_hash, fingerprint) <= story.MAX_DISTANCE:
+    for other_id, other_sig, other_story, _ in candidates:
+        if other_id != article_id and other_sig and \
+                story.similarity(story.decode(other_sig), fingerprint) >= story.SAME_STORY:
             return other_story or other_id
     return article_id
 
 
 def article_values(source_id: str, article: Article, now: datetime,
-                   fingerprint: int | None) -> dict[str, Any]:
+                   fingerprint: list[int] | None) -> dict[str, Any]:
     canonical = canonical_url(article.url) if article.url else None
     guid = article.guid
     if not guid and not canonical:
         # Neither a GUID nor a link: the text is the only identity the item has.
         guid = "sha1:" + hashlib.sha1(f"{article.title}\n{article.summary}".encode()).hexdigest()
-    bands = story.bands(fingerprint) if fingerprint is not None else [None] * 4
-    return dict(source_id=source_id, guid=clean_text(guid)[:2000] if guid else None,
-                canonical_url=canonical, url=clean_text(article.url), title=article.title,
-                summary=article.summary, body=article.body,
-                published=min(article.published, now) if article.published else None,
-                fetched_at=now,
-                simhash=story.to_signed(fingerprint) if fingerprint is not None else None,
-                band0=bands[0], band1=bands[1], band2=bands[2], band3=bands[3])
+    values = dict(source_id=source_id, guid=clean_text(guid)[:2000] if guid else None,
+                  canonical_url=canonical, url=clean_text(article.url), title=article.title,
+                  summary=article.summary, body=article.body,
+                  published=min(article.published, now) if article.published else None,
+                  fetched_at=now, minhash=story.encode(fingerprint) if fingerprint else None)
+    if fingerprint:
+        values.update({f"band{i}": band for i, band in enumerate(story.bands(fingerprint))})
+    return values
 
 
 def explanation(found: Match) -> dict[str, Any]:
@@ -262,6 +280,44 @@ def _record_success(ctx: Context, row: SourceRow, result: FetchResult, items: in
                     new: int) -> None:
     with ctx.store.session() as session:
         ctx.store.record_fetch(session, row.id, _success_values(ctx, row, result, items, new))
+        _tell_admin_recovered(ctx, session, row)
+
+
+def _tell_admin_failing(ctx: Context, session: Any, row: SourceRow, failures: int,
+                        message: str) -> bool:
+    """One alert to the admin when a source reaches N failures in a row; True if queued."""
+    admin = _admin(ctx)
+    if admin is None or row.failure_alerted or failures < ctx.settings.failure_alert_after:
+        return False
+    episode = row.failure_episodes + 1
+    _queue_source_alert(ctx, session, admin, row, f"source-failure:{row.id}", episode,
+                        f"Source {row.id} is failing",
+                        f"{row.id} failed {failures} times in a row: {message}")
+    return True
+
+
+def _tell_admin_recovered(ctx: Context, session: Any, row: SourceRow) -> None:
+    admin = _admin(ctx)
+    if admin is None or not row.failure_alerted:
+        return
+    _queue_source_alert(ctx, session, admin, row, f"source-recovered:{row.id}",
+                        row.failure_episodes, f"Source {row.id} recovered",
+                        f"{row.id} is answering again")
+
+
+def _admin(ctx: Context) -> SubscriberSpec | None:
+    return next((s for s in ctx.subscribers if s.name == ctx.settings.admin), None)
+
+
+def _queue_source_alert(ctx: Context, session: Any, admin: SubscriberSpec, row: SourceRow,
+                        key: str, episode: int, title: str, text: str) -> None:
+    now = ctx.now()
+    delivery_id = "msg_" + secrets.token_hex(12)
+    alert = deliver.source_alert(delivery_id, key, title, text, row.id, row.url, admin.name, now)
+    ctx.store.queue_delivery(session, dict(
+        id=delivery_id, rule_id=key, story_id=episode, article_id=None, subscriber=admin.name,
+        channel=admin.channel, target=admin.target, status="pending", attempts=0,
+        next_attempt=now, created_at=now, payload=json.dumps(alert_dict(alert))))
 
 
 def _record_failure(ctx: Context, row: SourceRow, exc: Exception) -> SourceOutcome:
@@ -282,5 +338,7 @@ def _record_failure(ctx: Context, row: SourceRow, exc: Exception) -> SourceOutco
         log.warning("source %s: %s (failure %d in a row; next try in %.0f s)",
                     row.id, message, failures, delay)
     with ctx.store.session() as session:
+        if _tell_admin_failing(ctx, session, row, failures, message):
+            values.update(failure_alerted=True, failure_episodes=row.failure_episodes + 1)
         ctx.store.record_fetch(session, row.id, values)
     return SourceOutcome(row.id, False, error=message)

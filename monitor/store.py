@@ -72,6 +72,7 @@ class SourceRow(SQLModel, table=True):
     articles_total: int = 0
     disabled: bool = False
     failure_alerted: bool = False
+    failure_episodes: int = 0                   # how many times admins were told it failed
 
 
 class ArticleRow(SQLModel, table=True):
@@ -88,11 +89,15 @@ class ArticleRow(SQLModel, table=True):
     body: str = _text()
     published: datetime | None = _time()
     fetched_at: datetime | None = _time(index=True)
-    simhash: int | None = Field(default=None, sa_column=Column(BigInteger))
-    band0: int | None = Field(default=None, index=True)
-    band1: int | None = Field(default=None, index=True)
-    band2: int | None = Field(default=None, index=True)
-    band3: int | None = Field(default=None, index=True)
+    minhash: str | None = None                   # story.py signature, comma-separated
+    band0: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band1: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band2: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band3: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band4: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band5: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band6: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band7: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
     story_id: int | None = Field(default=None, index=True)
 
 
@@ -114,7 +119,7 @@ class DeliveryRow(SQLModel, table=True):
     id: str = Field(primary_key=True)           # stable: webhook-id and Message-ID on every try
     rule_id: str
     story_id: int
-    article_id: int = Field(foreign_key="articles.id")
+    article_id: int | None = Field(default=None, foreign_key="articles.id")  # None: source alert
     subscriber: str = Field(index=True)
     channel: str
     target: str
@@ -232,6 +237,23 @@ class Store:
                 session.add(row)
         return rows
 
+    def release_dead_leases(self, host: str, alive: Any, now: datetime) -> int:
+        """Free leases held by processes of this host that no longer run (crashed, killed).
+
+        Owners are "host:pid:token"; a lease of another host is left to expire on its own.
+        """
+        freed = 0
+        with self.session() as session:
+            for table in (SourceRow, DeliveryRow):
+                owners = session.execute(select(table.lease_owner).distinct().where(
+                    table.lease_owner.like(f"{host}:%"), table.lease_until > now)).scalars()
+                dead = [o for o in owners if not alive(int(o.split(":")[1]))]
+                if dead:
+                    result = session.execute(update(table).where(table.lease_owner.in_(dead))
+                                             .values(lease_owner=None, lease_until=None))
+                    freed += result.rowcount or 0  # type: ignore[attr-defined]
+        return freed
+
     def sources(self) -> list[SourceRow]:
         with self.session() as session:
             return list(session.exec(select(SourceRow).order_by(SourceRow.id)))
@@ -249,13 +271,13 @@ class Store:
         return session.execute(statement).scalar_one_or_none()
 
     def similar_articles(self, session: Session, bands: Sequence[int], since: datetime,
-                         limit: int = 50) -> list[tuple[int, int, int | None, str]]:
-        """(id, simhash, story_id, source_id) of recent articles sharing a SimHash band."""
-        query = (select(ArticleRow.id, ArticleRow.simhash, ArticleRow.story_id,
+                         limit: int = 50) -> list[tuple[int, str, int | None, str]]:
+        """(id, minhash, story_id, source_id) of recent articles sharing a MinHash band."""
+        columns = [getattr(ArticleRow, f"band{i}") for i in range(len(bands))]
+        query = (select(ArticleRow.id, ArticleRow.minhash, ArticleRow.story_id,
                         ArticleRow.source_id)
                  .where(ArticleRow.fetched_at >= since,
-                        or_(ArticleRow.band0 == bands[0], ArticleRow.band1 == bands[1],
-                            ArticleRow.band2 == bands[2], ArticleRow.band3 == bands[3]))
+                        or_(*(column == band for column, band in zip(columns, bands))))
                  .order_by(ArticleRow.id).limit(limit))
         return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
 
@@ -295,13 +317,17 @@ class Store:
 
     # -- the outbox sender's side --
 
-    def claim_deliveries(self, now: datetime, owner: str, limit: int) -> list[DeliveryRow]:
+    def claim_deliveries(self, now: datetime, owner: str, limit: int,
+                         exclude: Sequence[str] = ()) -> list[DeliveryRow]:
+        """Lease due deliveries; `exclude` holds ids this pass already tried."""
         with self.session() as session:
             query = (select(DeliveryRow)
                      .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt <= now,
                             or_(DeliveryRow.lease_until == None,  # noqa: E711
                                 DeliveryRow.lease_until < now))
                      .order_by(DeliveryRow.next_attempt).limit(limit))
+            if exclude:
+                query = query.where(DeliveryRow.id.not_in(list(exclude)))
             if self.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = list(session.exec(query))
