@@ -121,7 +121,7 @@ def _from_entry(entry: Any, base_url: str, now: datetime) -> Article | None:
     if body == summary:
         body = ""
     guid = entry.get("id") or None
-    if not (url or guid or title):
+    if not (url or guid or title or summary or body):
         return None
     when = entry.get("published_parsed") or entry.get("updated_parsed")
     published = _struct_time(when, now)
