@@ -21,6 +21,7 @@ Route = Callable[[BaseHTTPRequestHandler], None]
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256
 
 
 class HTTPServerThread:
