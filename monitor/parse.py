@@ -121,8 +121,8 @@ def _from_entry(entry: Any, base_url: str, now: datetime) -> Article | None:
     if body == summary:
         body = ""
     guid = entry.get("id") or None
-    if not (url or guid or title or summary or body):
-        return None
+    if not any(entry.get(key) for key in ("link", "links", "id", "title", "summary", "content")):
+        return None                 # an entry with only an author, say, is not news
     when = entry.get("published_parsed") or entry.get("updated_parsed")
     published = _struct_time(when, now)
     return Article(url=url, title=title, summary=summary, body=body,
