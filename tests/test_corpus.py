@@ -93,3 +93,26 @@ def test_news_site_snapshots_yield_articles_with_text() -> None:
         articles = parse_feed(path.read_bytes(), "auto", "", "https://example.org/", now)
         assert articles, path
         assert all(a.title or a.summary for a in articles), path
+
+
+def test_fast_path_gives_the_same_items_as_feedparser() -> None:
+    """Wherever the lxml fast path answers, its items equal the feedparser path's items."""
+    from monitor.fastfeed import parse_fast
+    from monitor.parse import html_to_text, parse_xml_feed
+    now = datetime.now(timezone.utc)
+    answered = 0
+    differences = []
+    for path in corpus_files():
+        if path.suffix != ".xml":
+            continue
+        body = path.read_bytes()
+        fast = parse_fast(body, "", "https://example.org/", now, html_to_text)
+        if fast is None:
+            continue
+        answered += 1
+        slow = parse_xml_feed(body, "", "https://example.org/", now)
+        key = lambda a: (a.url, a.title, a.guid, a.published)  # noqa: E731
+        if [key(a) for a in fast] != [key(a) for a in slow]:
+            differences.append((str(path), [key(a) for a in fast], [key(a) for a in slow]))
+    assert answered > 300
+    assert differences == [], differences[:5]
