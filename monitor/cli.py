@@ -160,7 +160,8 @@ def print_summary(report: CycleReport, seconds: float, out: Any = None) -> None:
     out = out or sys.stdout
     failed = report.failed_sources
     lines = [f"cycle done in {seconds:.1f} s",
-             f"  sources:  {len(report.ok)} ok, {len(failed)} failed",
+             f"  sources:  {len(report.ok)} ok ({report.total('not_modified')} unchanged), "
+             f"{len(failed)} failed",
              f"  articles: {report.total('new')} new, {report.total('duplicates')} already seen",
              f"  matches:  {report.total('matches')}",
              f"  alerts:   {report.sent} sent, {report.failed} failed"]

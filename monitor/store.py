@@ -63,6 +63,7 @@ class SourceRow(SQLModel, table=True):
     lease_until: datetime | None = _time()
     etag: str | None = None
     last_modified: str | None = None
+    content_hash: str | None = None             # of the last body: an unchanged 200 is a 304
     last_attempt: datetime | None = _time()
     last_success: datetime | None = _time()
     consecutive_failures: int = 0

@@ -65,7 +65,7 @@ def test_seed_article_alerts_each_follower_once(workdir: Workdir, feeds: FeedSer
     # A second cycle over the same feeds sends nothing.
     second = workdir.cli("once", env=env)
     assert second.returncode == 0, second.stderr
-    assert "0 new, 3 already seen" in second.stdout
+    assert "2 ok (2 unchanged)" in second.stdout and "0 new" in second.stdout
     assert len(smtp.messages) == 1 and len(receiver.received) == 1
 
     # A new matching item gives exactly one new alert per follower.
@@ -73,7 +73,7 @@ def test_seed_article_alerts_each_follower_once(workdir: Workdir, feeds: FeedSer
              "body": "<p>Negotiators said Hamas accepted a new truce proposal on Sunday.</p>"}
     feeds.put("/other.xml", rss([AID, fresh]))
     third = workdir.cli("once", env=env)
-    assert "1 new" in third.stdout, third.stdout
+    assert "1 new, 1 already seen" in third.stdout, third.stdout
     assert len(smtp.messages) == 2 and len(receiver.received) == 2
     assert receiver.received[1].json["data"]["article_title"] == "Truce talks resume"
 
@@ -99,7 +99,7 @@ def test_a_source_that_is_down_does_not_stop_the_others(workdir: Workdir, feeds:
     workdir.sources.append({"id": "closed-port", "url": "http://127.0.0.1:9/feed.xml"})
     result = workdir.cli("once")
     assert result.returncode == 0, result.stderr
-    assert "1 ok, 2 failed" in result.stdout
+    assert "1 ok (0 unchanged), 2 failed" in result.stdout
     assert "failed source wire: HTTP 503" in result.stdout
     assert "failed source closed-port:" in result.stdout
     assert len(smtp.messages) == 1 and len(receiver.received) == 1

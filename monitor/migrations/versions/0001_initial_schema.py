@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 10:55:25.409249
+Create Date: 2026-11-25 11:09:27.082275
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def upgrade() -> None:
     sa.Column('lease_until', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('etag', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('last_modified', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('content_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('last_attempt', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('last_success', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('consecutive_failures', sa.Integer(), nullable=False),
