@@ -97,8 +97,9 @@ def _absolute(link: str, base: str) -> str:
     if not link:
         return ""
     try:
-        return link if link.startswith(("http://", "https://")) and urlsplit(link).netloc \
-            else urljoin(base, link)
+        if "[" in link:               # the one shape urlsplit refuses: a broken IPv6 host
+            urlsplit(link)
+        return link if link.startswith(("http://", "https://")) else urljoin(base, link)
     except ValueError:
         raise _Unusual(f"malformed URL {link!r}") from None
 

@@ -3,18 +3,17 @@
 Sources and webhook URLs are written by people outside the operator's control. Unless the
 operator allows private networks, a host that resolves to a loopback, private, link-local,
 CGNAT, IPv4-mapped private or cloud-metadata address is refused. The check sits in the
-connection layer (an httpcore network backend), so it applies after DNS resolution, to the
-address connected to, on every redirect: no DNS-rebinding gap between check and connect.
+connection layer (the resolver aiohttp connects through), so it applies after DNS resolution,
+to the address connected to, on every redirect: no DNS-rebinding gap between check and connect.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
-from typing import Any, Iterable
 
-import httpcore
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from monitor.errors import BlockedAddressError
 
@@ -34,47 +33,41 @@ def is_public(address: str) -> bool:
     return ip.is_global
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves the host itself, refuses non-public addresses, connects to the checked one."""
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that refuses hosts resolving to non-public addresses.
+
+    aiohttp connects to exactly the addresses a resolver returns, so the address checked is
+    the address connected to.
+    """
 
     def __init__(self, allow_private: bool) -> None:
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = ThreadedResolver()
         self._allow_private = allow_private
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None
-                          ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._resolve(host, port)
-        last_error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address,
-                                                     socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last_error = exc
-        raise last_error or httpcore.ConnectError(f"cannot connect to {host}")
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if not self._allow_private:
+            refused = [r["host"] for r in results if not is_public(r["host"])]
+            if refused:
+                raise blocked(host, refused[0])
+        return results
 
-    async def _resolve(self, host: str, port: int) -> list[str]:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if self._allow_private:
-            return addresses
-        refused = [a for a in addresses if not is_public(a)]
-        if refused:
-            raise BlockedAddressError(
-                f"{host} resolves to {refused[0]}, a loopback, private, link-local or metadata "
-                f"address; set allow_private_networks: true to allow it")
-        return addresses
+    async def close(self) -> None:
+        await self._inner.close()
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None
-                                  ) -> httpcore.AsyncNetworkStream:
-        raise BlockedAddressError("unix sockets are not allowed")
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+def blocked(host: str, address: str) -> BlockedAddressError:
+    return BlockedAddressError(
+        f"{host} resolves to {address}, a loopback, private, link-local or metadata address; "
+        f"set allow_private_networks: true to allow it")
+
+
+def check_literal(host: str, allow_private: bool) -> None:
+    """A URL naming an IP address directly never meets the resolver: check it here."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    if not allow_private and not is_public(host.strip("[]")):
+        raise blocked(host, host)

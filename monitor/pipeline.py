@@ -87,6 +87,7 @@ class SourceOutcome:
     queued: int = 0
     not_modified: bool = False
     error: str | None = None
+    state: dict[str, Any] | None = None      # fetch state still to be written
 
 
 @dataclass
@@ -112,6 +113,7 @@ async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
     rows = ctx.store.claim_due_sources(_enabled(ctx), ctx.now(), ctx.owner,
                                        everything=not only_due)
     outcomes = await asyncio.gather(*(refresh_source(ctx, row) for row in rows))
+    _record_unchanged(ctx, outcomes, {row.id: row for row in rows})
     sent, failed = await deliver.send_due(ctx)
     return CycleReport(list(outcomes), sent, failed)
 
@@ -127,8 +129,10 @@ async def refresh_source(ctx: Context, row: SourceRow) -> SourceOutcome:
         result = await ctx.fetcher.get(spec.url, row.etag, row.last_modified)
         if result.not_modified or body_hash(result.body) == row.content_hash:
             # Many servers ignore conditional GET and resend the same bytes: same cost as 304.
-            _record_success(ctx, row, result, items=row.items_seen, new=0)
-            return SourceOutcome(row.id, True, not_modified=True)
+            # Its new fetch state is written with the others' at the end of the cycle.
+            values = _success_values(ctx, row, result, row.items_seen, 0)
+            values["content_hash"] = row.content_hash
+            return SourceOutcome(row.id, True, not_modified=True, state=values)
         articles = parse_source(spec, result, ctx.now())
         if spec.full_text:
             articles = await _with_full_text(ctx, articles)
@@ -200,27 +204,24 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
 def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
                    now: datetime) -> tuple[int | None, int]:
     fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
-    article_id = ctx.store.insert_article(session,
-                                          article_values(source_id, article, now, fingerprint))
+    joined = _story_of(ctx, session, fingerprint, now) if fingerprint else None
+    values = article_values(source_id, article, now, fingerprint)
+    values["story_id"] = joined            # None: the article starts its own story
+    article_id = ctx.store.insert_article(session, values)
     if article_id is None:
         return None, 0
-    story_id = article_id
-    if fingerprint is not None:
-        story_id = _story_of(ctx, session, article_id, fingerprint, now)
-    ctx.store.set_story(session, article_id, story_id)
-    return article_id, story_id
+    return article_id, joined or article_id
 
 
-def _story_of(ctx: Context, session: Any, article_id: int, fingerprint: list[int],
-              now: datetime) -> int:
-    """The story of the earliest near-duplicate of the last two days, else a new story."""
+def _story_of(ctx: Context, session: Any, fingerprint: list[int], now: datetime) -> int | None:
+    """The story of the earliest near-duplicate of the last two days, if there is one."""
     candidates = ctx.store.similar_articles(session, story.bands(fingerprint),
                                             now - timedelta(days=2))
-    for other_id, other_sig, other_story, _ in candidates:
-        if other_id != article_id and other_sig and \
-                story.similarity(story.decode(other_sig), fingerprint) >= story.SAME_STORY:
+    for other_id, other_sig, other_story in candidates:
+        if other_sig and story.similarity(story.decode(other_sig), fingerprint) >= \
+                story.SAME_STORY:
             return other_story or other_id
-    return article_id
+    return None
 
 
 def article_values(source_id: str, article: Article, now: datetime,
@@ -282,11 +283,17 @@ def _success_values(ctx: Context, row: SourceRow, result: FetchResult, items: in
                 failure_alerted=False)
 
 
-def _record_success(ctx: Context, row: SourceRow, result: FetchResult, items: int,
-                    new: int) -> None:
+def _record_unchanged(ctx: Context, outcomes: list[SourceOutcome],
+                      rows: dict[str, SourceRow]) -> None:
+    """The fetch state of every unchanged source, in one transaction (nothing else changed)."""
+    pending = [o for o in outcomes if o.state is not None]
+    if not pending:
+        return
     with ctx.store.session() as session:
-        ctx.store.record_fetch(session, row.id, _success_values(ctx, row, result, items, new))
-        _tell_admin_recovered(ctx, session, row)
+        for outcome in pending:
+            assert outcome.state is not None
+            ctx.store.record_fetch(session, outcome.source_id, outcome.state)
+            _tell_admin_recovered(ctx, session, rows[outcome.source_id])
 
 
 def _tell_admin_failing(ctx: Context, session: Any, row: SourceRow, failures: int,

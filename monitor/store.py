@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
-                        event, func, or_, update)
+                        bindparam, event, func, or_, union, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -187,6 +188,33 @@ class Store:
     def insert(self, table: Any) -> Any:
         return (postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table))
 
+    # Statements on the hot path are built once, on the Core tables, and executed with plain
+    # parameters: building an ORM insert per row costs more than SQLite takes to run it.
+
+    @cached_property
+    def _insert_article(self) -> Any:
+        table = ArticleRow.__table__  # type: ignore[attr-defined]
+        return self.insert(table).on_conflict_do_nothing().returning(table.c.id)
+
+    @cached_property
+    def _insert_match(self) -> Any:
+        return self.insert(MatchRow.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
+
+    @cached_property
+    def _insert_delivery(self) -> Any:
+        table = DeliveryRow.__table__  # type: ignore[attr-defined]
+        return self.insert(table).on_conflict_do_nothing().returning(table.c.id)
+
+    @cached_property
+    def _similar(self) -> Any:
+        """Candidates sharing any MinHash band: one indexed lookup per band, united."""
+        table = ArticleRow.__table__  # type: ignore[attr-defined]
+        columns = (table.c.id, table.c.minhash, table.c.story_id, table.c.fetched_at)
+        # The 20 most recent per band: a story carried a thousand times costs no more.
+        parts = [select(*columns).where(table.c[f"band{i}"] == bindparam(f"b{i}"))
+                 .order_by(table.c.id.desc()).limit(20).subquery() for i in range(8)]
+        return union(*(select(part) for part in parts))
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on any error."""
@@ -267,36 +295,24 @@ class Store:
 
     def insert_article(self, session: Session, values: dict[str, Any]) -> int | None:
         """The new article's id, or None when it is already stored (either identity key)."""
-        statement = (self.insert(ArticleRow).values(**values).on_conflict_do_nothing()
-                     .returning(ArticleRow.id))
-        return session.execute(statement).scalar_one_or_none()
+        return session.connection().execute(self._insert_article, values).scalar_one_or_none()
 
-    def similar_articles(self, session: Session, bands: Sequence[int], since: datetime,
-                         limit: int = 50) -> list[tuple[int, str, int | None, str]]:
-        """(id, minhash, story_id, source_id) of recent articles sharing a MinHash band."""
-        columns = [getattr(ArticleRow, f"band{i}") for i in range(len(bands))]
-        query = (select(ArticleRow.id, ArticleRow.minhash, ArticleRow.story_id,
-                        ArticleRow.source_id)
-                 .where(ArticleRow.fetched_at >= since,
-                        or_(*(column == band for column, band in zip(columns, bands))))
-                 .order_by(ArticleRow.id).limit(limit))
-        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
-
-    def set_story(self, session: Session, article_id: int, story_id: int) -> None:
-        session.execute(update(ArticleRow).where(ArticleRow.id == article_id).values(
-            story_id=story_id))
+    def similar_articles(self, session: Session, bands: Sequence[int], since: datetime
+                         ) -> list[tuple[int, str, int | None]]:
+        """(id, minhash, story_id) of articles since a time sharing a MinHash band, oldest first."""
+        rows = session.connection().execute(self._similar, {f"b{i}": band for i, band in enumerate(bands)})
+        return sorted((row.id, row.minhash, row.story_id) for row in rows
+                      if row.fetched_at is not None and row.fetched_at >= since)
 
     def insert_match(self, session: Session, article_id: int, rule_id: str,
                      explanation: dict[str, Any], now: datetime) -> None:
-        session.execute(self.insert(MatchRow).values(
+        session.connection().execute(self._insert_match, dict(
             article_id=article_id, rule_id=rule_id, explanation=json.dumps(explanation),
-            created_at=now).on_conflict_do_nothing())
+            created_at=now))
 
     def queue_delivery(self, session: Session, values: dict[str, Any]) -> bool:
         """Add one outbox row; False when this rule x story x subscriber was already queued."""
-        statement = (self.insert(DeliveryRow).values(**values).on_conflict_do_nothing()
-                     .returning(DeliveryRow.id))
-        return session.execute(statement).scalar_one_or_none() is not None
+        return session.connection().execute(self._insert_delivery, values).scalar_one_or_none() is not None
 
     def last_delivery_time(self, session: Session, subscriber: str, rule_id: str
                            ) -> datetime | None:
