@@ -15,7 +15,7 @@ RUN pip install --no-cache-dir . \
  && useradd --system --uid 10001 --home-dir /var/lib/news-monitor --create-home monitor \
  && mkdir -p /etc/news-monitor \
  && cp -r rules /etc/news-monitor/rules \
- && printf 'database: sqlite:////var/lib/news-monitor/monitor.db\nrules: /etc/news-monitor/rules\nhttp_port: 8080\n' \
+ && printf 'database: sqlite:////var/lib/news-monitor/monitor.db\nrules: /etc/news-monitor/rules\nhttp_port: 8080\nhttp_host: 0.0.0.0\n' \
       > /etc/news-monitor/monitor.yaml
 
 USER monitor

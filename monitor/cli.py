@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         async with running(settings, loaded) as ctx:
             service = Daemon(ctx, RuleWatcher(ctx, loaded.rule_files))
             from monitor.ops import serve_ops
-            async with serve_ops(settings.http_port, ctx, service):
+            async with serve_ops(settings.http_host, settings.http_port, ctx, service):
                 await service.run()
     asyncio.run(daemon())
     return 0

@@ -110,7 +110,8 @@ class Settings(_Strict):
     tick: float = 5.0                         # how often the daemon looks for due sources
     rules_poll: float = 2.0                   # how often the daemon looks for edited rule files
     job_deadline: float = 300.0               # no scheduled job runs longer than this
-    http_port: int | None = None              # /healthz, /readyz, /metrics on 127.0.0.1
+    http_port: int | None = None              # /healthz, /readyz, /metrics
+    http_host: str = "127.0.0.1"              # where that endpoint listens (a container: 0.0.0.0)
     admin: str | None = None                  # subscriber told about failing sources
     failure_alert_after: int = 5              # consecutive failures before that alert
 

@@ -130,8 +130,10 @@ async def _send_batch(ctx: Context, rows: list[DeliveryRow],
             await asyncio.wait_for(channel.send(spec, alerts, head.id),
                                    ctx.settings.delivery.timeout + 5)
     except (DeliveryError, asyncio.TimeoutError) as exc:
+        ctx.metrics.deliveries.labels(spec.channel, "failed").inc(len(rows))
         _failed(ctx, rows, spec, exc)
         return 0, len(rows)
+    ctx.metrics.deliveries.labels(spec.channel, "sent").inc(len(rows))
     _finish(ctx, rows, status="sent", sent_at=ctx.now(), attempts=head.attempts + 1,
             last_error=None)
     log.info("delivery %s: sent to %s (%s)", head.id, spec.name, spec.channel)

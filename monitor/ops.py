@@ -1,4 +1,4 @@
-"""The operator's HTTP endpoint on 127.0.0.1: /healthz, /readyz and /metrics (Prometheus)."""
+"""The operator's HTTP endpoint (127.0.0.1 by default): /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ log = logging.getLogger("monitor.ops")
 
 
 @asynccontextmanager
-async def serve_ops(port: int | None, ctx: Any, daemon: Any) -> AsyncIterator[None]:
+async def serve_ops(host: str, port: int | None, ctx: Any, daemon: Any) -> AsyncIterator[None]:
     if port is None:
         yield
         return
@@ -31,8 +31,8 @@ async def serve_ops(port: int | None, ctx: Any, daemon: Any) -> AsyncIterator[No
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    log.info("operator endpoint on http://127.0.0.1:%d (/healthz /readyz /metrics)", port)
+    server = await asyncio.start_server(handle, host, port)
+    log.info("operator endpoint on http://%s:%d (/healthz /readyz /metrics)", host, port)
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from monitor.config import Settings, SourceSpec, SubscriberSpec
 from monitor.errors import FetchError, ParseError
 from monitor.fetch import Fetcher
 from monitor.match import Engine
+from monitor.metrics import Metrics
 from monitor.models import Article, FetchResult, Match
 from monitor.notify import Channel
 from monitor.notify.render import alert_dict
@@ -74,6 +76,7 @@ class Context:
     channels: dict[str, Channel]
     owner: str = field(default_factory=lambda: owner_name())
     now: Callable[[], datetime] = utcnow
+    metrics: Metrics = field(default_factory=Metrics)
     on_alert: Callable[[Match, Article, str], None] | None = None
 
 
@@ -109,13 +112,29 @@ class CycleReport:
 
 
 async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
-    """Refresh every due source concurrently, then send what the outbox holds."""
-    rows = ctx.store.claim_due_sources(_enabled(ctx), ctx.now(), ctx.owner,
-                                       everything=not only_due)
-    outcomes = await asyncio.gather(*(refresh_source(ctx, row) for row in rows))
-    _record_unchanged(ctx, outcomes, {row.id: row for row in rows})
-    sent, failed = await deliver.send_due(ctx)
-    return CycleReport(list(outcomes), sent, failed)
+    """Refresh every due source, then send what the outbox holds.
+
+    Sources are claimed a batch at a time (as many as are fetched at once), so replicas
+    sharing one database split the due sources between them instead of one taking them all.
+    """
+    freed = ctx.store.release_dead_leases(socket.gethostname(), process_alive, ctx.now())
+    if freed:
+        log.warning("freed %d lease(s) left by a process that stopped without releasing them",
+                    freed)
+    report = CycleReport()
+    done: list[str] = []
+    while True:
+        rows = ctx.store.claim_due_sources(_enabled(ctx), ctx.now(), ctx.owner,
+                                           everything=not only_due, exclude=done,
+                                           limit=ctx.settings.fetch.concurrency)
+        if not rows:
+            break
+        done += [row.id for row in rows]
+        outcomes = await asyncio.gather(*(refresh_source(ctx, row) for row in rows))
+        _record_unchanged(ctx, outcomes, {row.id: row for row in rows})
+        report.sources += outcomes
+    report.sent, report.failed = await deliver.send_due(ctx)
+    return report
 
 
 def _enabled(ctx: Context) -> list[str]:
@@ -124,9 +143,24 @@ def _enabled(ctx: Context) -> list[str]:
 
 async def refresh_source(ctx: Context, row: SourceRow) -> SourceOutcome:
     """Fetch one source, store its new articles with their matches and deliveries, in one go."""
+    outcome = await _refresh(ctx, row)
+    kind = "failed" if not outcome.ok else "unchanged" if outcome.not_modified else "ok"
+    ctx.metrics.fetches.labels(kind).inc()
+    ctx.metrics.articles.labels("new").inc(outcome.new)
+    ctx.metrics.articles.labels("duplicate").inc(outcome.duplicates)
+    if not outcome.ok:
+        ctx.metrics.source_failures.labels(row.id).inc()
+    return outcome
+
+
+async def _refresh(ctx: Context, row: SourceRow) -> SourceOutcome:
     spec = ctx.sources[row.id]
+    started = time.monotonic()
     try:
-        result = await ctx.fetcher.get(spec.url, row.etag, row.last_modified)
+        try:
+            result = await ctx.fetcher.get(spec.url, row.etag, row.last_modified)
+        finally:
+            ctx.metrics.fetch_seconds.observe(time.monotonic() - started)
         if result.not_modified or body_hash(result.body) == row.content_hash:
             # Many servers ignore conditional GET and resend the same bytes: same cost as 304.
             # Its new fetch state is written with the others' at the end of the cycle.
@@ -188,6 +222,7 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
             outcome.new += 1
             for found in engine.match(article, row.id):
                 outcome.matches += 1
+                ctx.metrics.matches.labels(found.rule_id).inc()
                 ctx.store.insert_match(session, article_id, found.rule_id,
                                        explanation(found), now)
                 if ctx.on_alert:
@@ -198,6 +233,8 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
         ctx.store.record_fetch(session, row.id, _success_values(ctx, row, result,
                                                                  len(articles), outcome.new))
         _tell_admin_recovered(ctx, session, row)
+    log.debug("source %s: %d item(s), %d new, %d match(es) [%s]", row.id, len(articles),
+              outcome.new, outcome.matches, ctx.owner)
     return outcome
 
 
@@ -231,9 +268,12 @@ def article_values(source_id: str, article: Article, now: datetime,
     if not guid and not canonical:
         # Neither a GUID nor a link: the text is the only identity the item has.
         guid = "sha1:" + hashlib.sha1(f"{article.title}\n{article.summary}".encode()).hexdigest()
+    # Parsers already drop control characters; this is the last line before PostgreSQL,
+    # which refuses NUL outright, whatever path an article took.
     values = dict(source_id=source_id, guid=clean_text(guid)[:2000] if guid else None,
-                  canonical_url=canonical, url=clean_text(article.url), title=article.title,
-                  summary=article.summary, body=article.body,
+                  canonical_url=clean_text(canonical) if canonical else None,
+                  url=clean_text(article.url), title=clean_text(article.title),
+                  summary=clean_text(article.summary), body=clean_text(article.body),
                   published=min(article.published, now) if article.published else None,
                   fetched_at=now, minhash=story.encode(fingerprint) if fingerprint else None)
     if fingerprint:

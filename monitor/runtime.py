@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from monitor.fetch import Fetcher, make_client
 from monitor.match import Engine
 from monitor.notify import ChannelContext, channels
 from monitor.notify.render import Templates
-from monitor.pipeline import Context, Rules, process_alive, utcnow
+from monitor.pipeline import Context, Rules, utcnow
 from monitor.rules import RuleFile, RuleSet, load_rules
 from monitor.store import Store, open_store
 
@@ -78,10 +77,6 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
                       sources={s.id: s for s in loaded.sources},
                       subscribers=loaded.subscribers, channels=channels(channel_context))
     store.sync_sources(loaded.sources, utcnow())
-    freed = store.release_dead_leases(socket.gethostname(), process_alive, utcnow())
-    if freed:
-        log.warning("freed %d lease(s) left by a process that stopped without releasing them",
-                    freed)
     try:
         yield context
     finally:

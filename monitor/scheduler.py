@@ -32,7 +32,6 @@ class RuleWatcher:
         self.files = files
         self.directory = ctx.settings.rules
         self.seen = rules_fingerprint(self.directory)
-        self.failures = 0
 
     def poll(self) -> bool:
         """Reload if anything changed; True when a new rule set went into service."""
@@ -47,8 +46,7 @@ class RuleWatcher:
         self.files = files
         self.ctx.rules.engine = engine          # one assignment: the swap is atomic
         self.ctx.rules.version += 1
-        if problems:
-            self.failures += 1
+        self.ctx.metrics.rule_reloads.labels("with_errors" if problems else "ok").inc()
         log.info("rules reloaded: %d rules in service (version %d)%s", len(ruleset.rules),
                  self.ctx.rules.version, f", {len(problems)} problem(s)" if problems else "")
         return True

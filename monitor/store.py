@@ -245,7 +245,8 @@ class Store:
                 session.execute(statement)
 
     def claim_due_sources(self, ids: Sequence[str], now: datetime, owner: str,
-                          everything: bool = False, limit: int = 10_000) -> list[SourceRow]:
+                          everything: bool = False, exclude: Sequence[str] = (),
+                          limit: int = 10_000) -> list[SourceRow]:
         """Take a lease on due sources (SKIP LOCKED on PostgreSQL: replicas never collide).
 
         `everything` claims every enabled source whatever its due time (`news-monitor once`).
@@ -257,6 +258,8 @@ class Store:
             if not everything:
                 query = query.where(or_(SourceRow.next_due == None,  # noqa: E711
                                         SourceRow.next_due <= now))
+            if exclude:
+                query = query.where(SourceRow.id.not_in(list(exclude)))
             query = query.order_by(SourceRow.next_due).limit(limit)
             if self.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)

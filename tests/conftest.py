@@ -116,3 +116,38 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
 @pytest.fixture
 def workdir(tmp_path: Path) -> Workdir:
     return Workdir(tmp_path)
+
+
+PG_ADMIN = os.environ.get("NEWS_MONITOR_TEST_PG",
+                          "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def make_pg_database() -> str:
+    """A fresh, empty PostgreSQL database on this machine's server; its URL."""
+    import uuid
+
+    import psycopg
+    name = f"nm_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(url: str) -> None:
+    import psycopg
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each store test runs on a real SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = make_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)

@@ -1,0 +1,124 @@
+"""The store on SQLite and PostgreSQL: identity enforced by the database, leases, schema."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from monitor.config import SourceSpec
+from monitor.errors import ConfigError
+from monitor.models import Article
+from monitor.pipeline import article_values
+from monitor.store import Store, make_engine, open_store
+
+pytestmark = pytest.mark.store
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+def stored(store: Store) -> int:
+    with store.session() as session:
+        return session.execute(text("SELECT count(*) FROM articles")).scalar_one()
+
+
+def add(store: Store, source: str, article: Article) -> int | None:
+    with store.session() as session:
+        return store.insert_article(session, article_values(source, article, NOW, None))
+
+
+def test_same_guid_in_a_source_is_stored_once(database_url: str) -> None:
+    store = open_store(database_url)
+    first = add(store, "a", Article(url="https://x.org/1", title="One", guid="g-1"))
+    again = add(store, "a", Article(url="https://x.org/1?v=2", title="One again", guid="g-1"))
+    other_source = add(store, "b", Article(url="https://y.org/1", title="One", guid="g-1"))
+    assert first is not None and again is None and other_source is not None
+    assert stored(store) == 2
+
+
+def test_same_canonical_url_anywhere_is_stored_once(database_url: str) -> None:
+    store = open_store(database_url)
+    assert add(store, "a", Article(url="https://News.example.org/s?utm_source=x#top",
+                                   title="S", guid="a-1"))
+    assert add(store, "b", Article(url="https://news.example.org/s?fbclid=123",
+                                   title="S", guid="b-1")) is None
+    assert stored(store) == 1
+
+
+def test_nul_characters_are_stripped(database_url: str) -> None:
+    store = open_store(database_url)
+    assert add(store, "a", Article(url="https://x.org/nul\x00", title="Ti\x00tle",
+                                   summary="a\x00b", guid="n\x00ul"))
+    with store.session() as session:
+        title = session.execute(text("SELECT title FROM articles")).scalar_one()
+    assert title == "Title"
+
+
+def test_times_come_back_timezone_aware(database_url: str) -> None:
+    store = open_store(database_url)
+    add(store, "a", Article(url="https://x.org/t", title="T", published=NOW))
+    with store.session() as session:
+        row = store.recent_articles(NOW - timedelta(days=1))
+        published = next(row).published
+    assert published == NOW and published.tzinfo is not None
+
+
+def test_one_delivery_per_rule_story_and_subscriber(database_url: str) -> None:
+    store = open_store(database_url)
+    article_id = add(store, "a", Article(url="https://x.org/d", title="D"))
+    row = dict(rule_id="r", story_id=article_id, article_id=article_id, subscriber="s",
+               channel="webhook", target="https://h", status="pending", attempts=0,
+               next_attempt=NOW, created_at=NOW, payload="{}")
+    with store.session() as session:
+        assert store.queue_delivery(session, {**row, "id": "msg_1"})
+        assert not store.queue_delivery(session, {**row, "id": "msg_2"})
+    assert store.count_deliveries() == {"pending": 1}
+
+
+def test_replicas_never_claim_the_same_source(database_url: str) -> None:
+    store = open_store(database_url)
+    specs = [SourceSpec(id=f"s{n}", url=f"https://x.org/{n}") for n in range(60)]
+    store.sync_sources(specs, NOW)
+    ids = [s.id for s in specs]
+    claimed: dict[str, list[str]] = {}
+
+    def replica(name: str) -> None:
+        own = Store(make_engine(database_url))
+        mine: list[str] = []
+        while batch := own.claim_due_sources(ids, NOW, name, limit=5):
+            mine += [row.id for row in batch]
+        claimed[name] = mine
+
+    threads = [threading.Thread(target=replica, args=(f"r{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for mine in claimed.values() for i in mine]
+    assert sorted(everything) == sorted(ids)           # each claimed once, none lost
+
+
+def test_a_lease_expires_and_another_replica_takes_over(database_url: str) -> None:
+    store = open_store(database_url)
+    store.sync_sources([SourceSpec(id="s", url="https://x.org/")], NOW)
+    assert [r.id for r in store.claim_due_sources(["s"], NOW, "dead-replica")] == ["s"]
+    assert store.claim_due_sources(["s"], NOW + timedelta(minutes=5), "other") == []
+    later = store.claim_due_sources(["s"], NOW + timedelta(minutes=11), "other")
+    assert [r.lease_owner for r in later] == ["other"]
+
+
+def test_dead_process_leases_on_this_host_are_freed(database_url: str) -> None:
+    store = open_store(database_url)
+    store.sync_sources([SourceSpec(id="s", url="https://x.org/")], NOW)
+    store.claim_due_sources(["s"], NOW, "host-a:4242:abc")
+    assert store.release_dead_leases("host-a", lambda pid: pid != 4242, NOW) == 1
+    assert store.claim_due_sources(["s"], NOW, "host-a:1:def")
+
+
+def test_an_old_schema_is_refused_with_the_command_to_run(database_url: str) -> None:
+    store = open_store(database_url)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(ConfigError, match="news-monitor db upgrade"):
+        open_store(database_url)
