@@ -106,3 +106,39 @@ def test_sigterm_stops_cleanly_with_exit_0(daemon_dir: Workdir, feeds: FeedServe
     assert daemon.stop() == 0, daemon.text()
     assert time.monotonic() - started < 15
     assert "Traceback" not in daemon.text()
+
+
+def test_operator_endpoint(daemon_dir: Workdir, feeds: FeedServer,
+                           receiver: WebhookReceiver) -> None:
+    import httpx
+    from conftest import seed_item
+    from servers import free_port
+    feeds.put("/wire.xml", rss([seed_item()]))
+    port = free_port()
+    shutil.copy(ROOT / "rules" / "gaza.yaml", daemon_dir.path / "rules" / "gaza.yaml")
+    daemon_dir.config["http_port"] = port
+    daemon = Daemon(daemon_dir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: receiver.received, timeout=20)
+
+        def get(path: str) -> httpx.Response | None:
+            try:
+                return httpx.get(base + path, timeout=2)
+            except httpx.HTTPError:
+                return None
+        health = wait_for(lambda: get("/healthz"), timeout=10)
+        assert health.status_code == 200
+        ready = get("/readyz")
+        assert ready is not None and ready.status_code == 200
+        assert "database: ok" in ready.text and "scheduler: ok" in ready.text
+        metrics = get("/metrics")
+        assert metrics is not None and metrics.status_code == 200
+        text = metrics.text
+        assert 'news_monitor_fetches_total{outcome="ok"}' in text
+        assert 'news_monitor_matches_total{rule="gaza-ceasefire"} 1.0' in text
+        assert 'news_monitor_deliveries_total{channel="webhook",outcome="sent"} 1.0' in text
+        assert "news_monitor_fetch_seconds_bucket" in text
+        assert "news_monitor_deliveries_pending 0.0" in text
+    finally:
+        assert daemon.stop() == 0

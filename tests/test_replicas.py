@@ -105,3 +105,22 @@ def test_three_replicas_one_killed(workdir: Workdir, feeds: FeedServer,
     fetched = [len(re.findall(r"source f\d+: \d+ item", log.read_text())) for log in logs]
     assert all(count > 0 for count in fetched), fetched
     assert sum(fetched[1:]) + fetched[0] >= FEEDS
+
+
+def test_the_whole_pipeline_on_postgresql(workdir: Workdir, feeds: FeedServer,
+                                          receiver: WebhookReceiver, pg_url: str) -> None:
+    from conftest import seed_item
+    feeds.put("/wire.xml", rss([seed_item()]))
+    workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
+    workdir.subscribers = [{"name": "hook", "webhook": receiver.base + "/hook", "rules": "*"}]
+    workdir.config["database"] = pg_url
+    upgrade = workdir.cli("db", "upgrade")
+    assert upgrade.returncode == 0 and "upgraded from empty to 0001" in upgrade.stdout
+    assert workdir.cli("once").returncode == 0
+    assert workdir.cli("once").returncode == 0
+    assert len(receiver.received) == 1
+    status = workdir.cli("status")
+    assert status.returncode == 0
+    assert "sources      1: 1 ok, 0 failing" in status.stdout
+    assert "1 articles, 1 matches, 1 alerts" in status.stdout
+    assert "0 pending, 0 dead, 1 sent" in status.stdout
