@@ -240,6 +240,9 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
 
 def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
                    now: datetime) -> tuple[int | None, int]:
+    values = article_values(source_id, article, now, None)
+    if ctx.store.known(session, source_id, values["guid"], values["canonical_url"]):
+        return None, 0
     fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
     joined = _story_of(ctx, session, fingerprint, now) if fingerprint else None
     values = article_values(source_id, article, now, fingerprint)

@@ -296,6 +296,23 @@ class Store:
 
     # -- articles, matches, deliveries (used inside one per-feed transaction) --
 
+    @cached_property
+    def _known(self) -> Any:
+        table = ArticleRow.__table__  # type: ignore[attr-defined]
+        by_guid = select(table.c.id).where(table.c.source_id == bindparam("source"),
+                                           table.c.guid == bindparam("guid"))
+        by_url = select(table.c.id).where(table.c.canonical_url == bindparam("url"))
+        return union(by_guid, by_url).limit(1)
+
+    def known(self, session: Session, source_id: str, guid: str | None,
+              canonical: str | None) -> bool:
+        """Already stored? A cheap indexed read that spares a duplicate the costly work.
+
+        Only a shortcut: the unique indexes still decide when two writers race.
+        """
+        params = {"source": source_id, "guid": guid, "url": canonical}
+        return session.connection().execute(self._known, params).first() is not None
+
     def insert_article(self, session: Session, values: dict[str, Any]) -> int | None:
         """The new article's id, or None when it is already stored (either identity key)."""
         return session.connection().execute(self._insert_article, values).scalar_one_or_none()

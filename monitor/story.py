@@ -14,13 +14,16 @@ import random
 import re
 import zlib
 
+import numpy
+
 LEAD_WORDS = 200            # the lead carries the story; later paragraphs drift between outlets
 HASHES = 32
 ROWS = 4                    # HASHES / ROWS bands
 SAME_STORY = 0.6            # estimated Jaccard similarity from which two texts are one story
 # Each of the HASHES orderings of the shingle hashes is "XOR with a fixed random mask":
-# cheap (the min runs in C through map) and independent enough over CRC-32 hashes.
-_MASKS = [random.Random(seed).getrandbits(32) for seed in range(1, HASHES + 1)]
+# one vectorised operation, and independent enough over CRC-32 hashes.
+_MASKS = numpy.array([random.Random(seed).getrandbits(32) for seed in range(1, HASHES + 1)],
+                     dtype=numpy.uint32).reshape(-1, 1)
 _WORDS = re.compile(r"\w+")
 
 
@@ -36,7 +39,8 @@ def signature(text: str) -> list[int] | None:
     grams = shingles(text)
     if len(grams) < 12:
         return None
-    return [min(map(mask.__xor__, grams)) for mask in _MASKS]
+    values = numpy.fromiter(grams, dtype=numpy.uint32, count=len(grams))
+    return (values ^ _MASKS).min(axis=1).tolist()
 
 
 def bands(sig: list[int]) -> list[int]:

@@ -1,0 +1,128 @@
+"""Store benchmark: 10,000 sources' worth of articles (200,000) through dedupe and matching.
+
+Each "feed" of 20 articles goes through the same save path as a fetched feed (one transaction
+per feed: dedupe, story grouping, match, outbox) into SQLite and PostgreSQL. Reports
+articles/s, database size and peak RSS, with RSS sampled as the tables grow (it must stay
+flat: nothing loads a whole table) and the time per dedupe lookup early and late (it must stay
+flat: every lookup is indexed). Run: .venv/bin/python bench/bench_store.py [--pg URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+
+from monitor.config import Settings, SourceSpec
+from monitor.match import Engine
+from monitor.models import Article, FetchResult
+from monitor.pipeline import Context, Rules, save
+from monitor.rules import load_rules
+from monitor.store import SourceRow, open_store
+
+WORDS = ("officials said talks aid prisoners ceasefire resume week capital people familiar plans "
+         "government minister election market prices energy court ruling protest city council "
+         "budget school hospital storm flood rescue police report investigation trade deal "
+         "tariffs exports farmers harvest drought water power grid strike union wages museum "
+         "festival film music football league coach transfer season record Hamas truce Israel "
+         "Egypt Qatar hostages mediators").split()
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def articles(feed: int, rng: random.Random) -> list[Article]:
+    out = []
+    for item in range(20):
+        body = " ".join(rng.choice(WORDS) for _ in range(120))
+        out.append(Article(url=f"https://feed{feed}.example.org/{item}",
+                           title=" ".join(rng.choice(WORDS) for _ in range(8)),
+                           summary=body, guid=f"feed{feed}-{item}",
+                           published=datetime.now(timezone.utc)))
+    return out
+
+
+def run(url: str, feeds: int) -> dict[str, object]:
+    store = open_store(url)
+    ruleset, _, _ = load_rules(Path(__file__).parent.parent / "rules")
+    specs = {f"s{n}": SourceSpec(id=f"s{n}", url=f"https://feed{n}.example.org/rss")
+             for n in range(feeds)}
+    store.sync_sources(list(specs.values()), datetime.now(timezone.utc))
+    ctx = Context(settings=Settings(database=url), store=store, fetcher=None,  # type: ignore[arg-type]
+                  rules=Rules(Engine(ruleset)), sources=specs, subscribers=[], channels={})
+    rng = random.Random(1)
+    result = FetchResult(url="", status=200, body=b"", content_type="application/rss+xml")
+    samples, elapsed, window = [], 0.0, 0.0    # time spent in save() only, not generating
+    for n in range(feeds):
+        row = SourceRow(id=f"s{n}", url=specs[f"s{n}"].url)
+        batch = articles(n, rng)
+        started = time.perf_counter()
+        save(ctx, row, specs[f"s{n}"], batch, result)
+        spent = time.perf_counter() - started
+        elapsed, window = elapsed + spent, window + spent
+        if n and n % (feeds // 8) == 0:
+            samples.append({"articles": n * 20, "rss_mb": round(rss_kb() / 1024),
+                            "articles_per_s": round(feeds // 8 * 20 / window)})
+            window = 0.0
+    # A second pass over the first feeds: everything is a duplicate, found by index.
+    rng = random.Random(1)
+    again = [articles(n, rng) for n in range(min(200, feeds))]
+    dup_started = time.perf_counter()
+    for n, batch in enumerate(again):
+        save(ctx, SourceRow(id=f"s{n}", url=""), specs[f"s{n}"], batch, result)
+    dup_rate = len(again) * 20 / (time.perf_counter() - dup_started)
+    return {"articles": feeds * 20, "seconds": round(elapsed, 1),
+            "articles_per_s": round(feeds * 20 / elapsed),
+            "duplicates_per_s": round(dup_rate), "samples": samples,
+            "database_mb": round(size_mb(url), 1)}
+
+
+def size_mb(url: str) -> float:
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6
+    with psycopg.connect(url) as connection:
+        return connection.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--feeds", type=int, default=10_000)
+    parser.add_argument("--pg", default=os.environ.get(
+        "NEWS_MONITOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    args = parser.parse_args()
+    results = {}
+    if args.only != "postgresql":
+        with tempfile.TemporaryDirectory() as tmp:
+            results["sqlite"] = run(f"sqlite:///{tmp}/bench.db", args.feeds)
+            print(json.dumps({"sqlite": results["sqlite"]}), flush=True)
+    if args.only != "sqlite":
+        name = f"nm_bench_{os.getpid()}"
+        with psycopg.connect(args.pg, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            results["postgresql"] = run(args.pg.rsplit("/", 1)[0] + "/" + name, args.feeds)
+            print(json.dumps({"postgresql": results["postgresql"]}), flush=True)
+        finally:
+            with psycopg.connect(args.pg, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
