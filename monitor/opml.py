@@ -52,10 +52,13 @@ def import_opml(path: Path, sources_file: Path) -> int:
         entries.append({"id": ident, "url": url, "interval": "15m"})
     if entries:
         text = sources_file.read_text(encoding="utf-8") if sources_file.exists() else "sources:\n"
+        text = re.sub(r"^sources:\s*\[\]\s*$", "sources:", text, flags=re.M)
         if not text.endswith("\n"):
             text += "\n"
         block = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True)
-        indent = "  " if re.search(r"^sources:\s*$", text, re.M) else ""
+        existing = re.search(r"^( *)- ", text, re.M)      # follow the file's own indentation
+        indent = existing.group(1) if existing else (
+            "  " if re.search(r"^sources:\s*$", text, re.M) else "")
         text += "".join(indent + line + "\n" for line in block.splitlines())
         sources_file.write_text(text, encoding="utf-8")
     return len(entries)
