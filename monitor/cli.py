@@ -187,6 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
+    if args.log_level == "INFO":          # the alerts are the output; keep routine logs out
+        logging.getLogger().setLevel(logging.WARNING)
     return run_demo(sys.stdout)
 
 
