@@ -12,7 +12,6 @@ import json
 import random
 import time
 
-import ahocorasick
 
 from monitor.match import Engine, fold, normalize, scan_text
 from monitor.models import Article

@@ -60,7 +60,8 @@ class FeedProtocol(asyncio.Protocol):
             head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
             path = head.split(b" ", 2)[1].decode()
             full, not_modified, etag = self.answers.get(path, (self.missing, b"", b""))
-            if etag and b"If-None-Match: " + etag in head.replace(b"if-none-match", b"If-None-Match"):
+            asked = head.lower()
+            if etag and b"if-none-match: " + etag.lower() in asked:
                 answer = not_modified
             else:
                 answer = full

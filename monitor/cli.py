@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -265,7 +265,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"database     {settings.database}")
     print(f"sources      {len(rows)}: {len(rows) - len(failing)} ok, {len(failing)} failing, "
           f"{sum(r.disabled for r in rows)} disabled")
-    print(f"last fetch   {max(attempts).strftime('%Y-%m-%d %H:%M:%S UTC') if attempts else 'never'}")
+    last = max(attempts).strftime("%Y-%m-%d %H:%M:%S UTC") if attempts else "never"
+    print(f"last fetch   {last}")
     print(f"today        {counts['articles']} articles, {counts['matches']} matches, "
           f"{counts['alerts']} alerts")
     print(f"deliveries   {deliveries.get('pending', 0)} pending, {deliveries.get('dead', 0)} dead, "

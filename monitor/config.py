@@ -102,9 +102,9 @@ class Settings(_Strict):
     rules: Path = Field(default_factory=lambda: shipped_dir() / "rules")
     subscribers: Path | None = None
     templates: Path | None = None             # a directory overriding email/webhook templates
-    smtp: SmtpSettings = SmtpSettings()
-    fetch: FetchSettings = FetchSettings()
-    delivery: DeliverySettings = DeliverySettings()
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     allow_private_networks: bool = False
     alert_max_age: float = 3 * 86400          # older articles are stored and matched, not alerted
     tick: float = 5.0                         # how often the daemon looks for due sources
@@ -282,8 +282,8 @@ def load_sources(path: Path) -> tuple[list[SourceSpec], list[Problem]]:
             continue
         line = _item_line(data, index, 1)
         if spec.id in seen:
-            problems.append(Problem(str(path), line,
-                                    f"duplicate source id '{spec.id}' (first at line {seen[spec.id]})"))
+            problems.append(Problem(str(path), line, f"duplicate source id '{spec.id}' "
+                                                      f"(first at line {seen[spec.id]})"))
             continue
         seen[spec.id] = line
         sources.append(spec)

@@ -66,9 +66,10 @@ def run_demo(out: TextIO) -> int:
             loaded = Loaded([SourceSpec(id="samples", url=f"{base}/feed.xml")],
                             [SubscriberSpec(name="you", console=True)], loaded.ruleset,
                             loaded.rule_files, loaded.problems)
-            print(f"news-monitor demo: serving {len(list((shipped_dir() / 'seeds' / 'articles').glob('*.txt')))}"
-                  f" sample articles at {base}/feed.xml; {len(loaded.ruleset.rules)} shipped "
-                  f"rules; database {tmp}/demo.db\n", file=out)
+            samples = len(list((shipped_dir() / "seeds" / "articles").glob("*.txt")))
+            print(f"news-monitor demo: serving {samples} sample articles at {base}/feed.xml; "
+                  f"{len(loaded.ruleset.rules)} shipped rules; database {tmp}/demo.db\n",
+                  file=out)
             report = asyncio.run(_cycle(settings, loaded, out))
     finally:
         server.shutdown()

@@ -1,7 +1,7 @@
 """The error hierarchy of news-monitor.
 
     MonitorError                 root: anything news-monitor raises on purpose
-      ConfigError                a config, sources, rules or subscribers file is unreadable or invalid
+      ConfigError                a config, sources, rules or subscribers file is unusable
       FetchError                 a source could not be fetched or its answer was refused
         BlockedAddressError      a host resolved to an address the network policy refuses
       ParseError                 fetched bytes are not a feed or page we can read

@@ -141,7 +141,8 @@ def _atom_entry(entry: Any, base_url: str, now: datetime, text_of: Any) -> Artic
                                                f"{ATOM}summary", f"{ATOM}content")):
         return None
     links = list(entry.iterchildren(f"{ATOM}link"))
-    alternates = [l.get("href") for l in links if l.get("rel", "alternate") == "alternate"]
+    alternates = [link.get("href") for link in links
+                  if link.get("rel", "alternate") == "alternate"]
     if not alternates or not alternates[0] or len(links) != len(alternates):
         raise _Unusual("no plain alternate link")   # feedparser's link choice is subtle
     base = entry.get("{http://www.w3.org/XML/1998/namespace}base") or base_url

@@ -406,7 +406,7 @@ def _within_words(within: int, texts: list[_Text],
                     for colour, group in enumerate(colours) for h in group)
     counts: defaultdict[int, int] = defaultdict(int)
     left = 0
-    for right, (text_index, word, _, end, colour) in enumerate(events):
+    for text_index, word, _, end, colour in events:
         counts[colour] += 1
         while events[left][0] != text_index or word - events[left][1] >= within:
             counts[events[left][4]] -= 1

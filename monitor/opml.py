@@ -56,8 +56,8 @@ def import_opml(path: Path, sources_file: Path) -> int:
         if not text.endswith("\n"):
             text += "\n"
         block = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True)
-        existing = re.search(r"^( *)- ", text, re.M)      # follow the file's own indentation
-        indent = existing.group(1) if existing else (
+        first = re.search(r"^( *)- ", text, re.M)      # follow the file's own indentation
+        indent = first.group(1) if first else (
             "  " if re.search(r"^sources:\s*$", text, re.M) else "")
         text += "".join(indent + line + "\n" for line in block.splitlines())
         sources_file.write_text(text, encoding="utf-8")

@@ -117,7 +117,8 @@ def parse_xml_feed(body: bytes, content_type: str, base_url: str, now: datetime)
 def _from_entry(entry: Any, base_url: str, now: datetime) -> Article | None:
     link = entry.get("link") or ""
     if not link:
-        link = next((l.get("href", "") for l in entry.get("links", []) if l.get("href")), "")
+        link = next((each.get("href", "") for each in entry.get("links", [])
+                     if each.get("href")), "")
     url = urljoin(base_url, link) if link else ""
     title = html_to_text(entry.get("title", "") or "")
     summary = html_to_text(entry.get("summary", "") or "")

@@ -273,7 +273,8 @@ def article_values(source_id: str, article: Article, now: datetime,
         guid = "sha1:" + hashlib.sha1(f"{article.title}\n{article.summary}".encode()).hexdigest()
     # Parsers already drop control characters; this is the last line before PostgreSQL,
     # which refuses NUL outright, whatever path an article took.
-    values = dict(source_id=source_id, guid=clean_text(guid)[:2000] if guid else None,
+    values: dict[str, Any] = dict(
+                  source_id=source_id, guid=clean_text(guid)[:2000] if guid else None,
                   canonical_url=clean_text(canonical) if canonical else None,
                   url=clean_text(article.url), title=clean_text(article.title),
                   summary=clean_text(article.summary), body=clean_text(article.body),

@@ -10,8 +10,8 @@ JITTER = 0.1
 
 def jittered(seconds: float, rng: random.Random | None = None) -> float:
     """Spread retries by +/-10% so failures that started together do not retry together."""
-    rng = rng or random
-    return max(0.0, seconds * (1 + rng.uniform(-JITTER, JITTER)))
+    spread = (rng or random).uniform(-JITTER, JITTER)
+    return max(0.0, seconds * (1 + spread))
 
 
 def source_delay(failures: int, interval: float, ceiling: float,

@@ -139,7 +139,7 @@ class RuleModel(_Strict):
     none: list[GroupModel] = []
     scope: Literal["article", "paragraph", "sentence"] = "article"
     within: int | None = Field(None, ge=1, le=1000)   # words; overrides scope
-    fields: list[Literal["title", "summary", "body"]] = list(FIELDS)
+    fields: list[Literal["title", "summary", "body"]] = ["title", "summary", "body"]
     sources: list[str] | None = None
     enabled: bool = True
 
@@ -352,7 +352,8 @@ def _collect_actors(files: list[RuleFile]
                                                               f"an existing actor or group id"))
             elif unknown:
                 problems.append(Problem(rule_file.path, line, f"actor group '{name}' names "
-                                                              f"unknown actor(s): {', '.join(unknown)}"))
+                                                              f"unknown actor(s): "
+                                                              f"{', '.join(unknown)}"))
             else:
                 groups[name] = _expand(members, groups)
     return actors, groups, problems

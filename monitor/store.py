@@ -320,7 +320,8 @@ class Store:
     def similar_articles(self, session: Session, bands: Sequence[int], since: datetime
                          ) -> list[tuple[int, str, int | None]]:
         """(id, minhash, story_id) of articles since a time sharing a MinHash band, oldest first."""
-        rows = session.connection().execute(self._similar, {f"b{i}": band for i, band in enumerate(bands)})
+        params = {f"b{i}": band for i, band in enumerate(bands)}
+        rows = session.connection().execute(self._similar, params)
         return sorted((row.id, row.minhash, row.story_id) for row in rows
                       if row.fetched_at is not None and row.fetched_at >= since)
 
@@ -332,7 +333,8 @@ class Store:
 
     def queue_delivery(self, session: Session, values: dict[str, Any]) -> bool:
         """Add one outbox row; False when this rule x story x subscriber was already queued."""
-        return session.connection().execute(self._insert_delivery, values).scalar_one_or_none() is not None
+        inserted = session.connection().execute(self._insert_delivery, values)
+        return inserted.scalar_one_or_none() is not None
 
     def last_delivery_time(self, session: Session, subscriber: str, rule_id: str
                            ) -> datetime | None:

@@ -40,7 +40,7 @@ def signature(text: str) -> list[int] | None:
     if len(grams) < 12:
         return None
     values = numpy.fromiter(grams, dtype=numpy.uint32, count=len(grams))
-    return (values ^ _MASKS).min(axis=1).tolist()
+    return [int(v) for v in (values ^ _MASKS).min(axis=1)]
 
 
 def bands(sig: list[int]) -> list[int]:
@@ -50,7 +50,7 @@ def bands(sig: list[int]) -> list[int]:
 
 
 def similarity(a: list[int], b: list[int]) -> float:
-    return sum(x == y for x, y in zip(a, b)) / HASHES
+    return sum(x == y for x, y in zip(a, b, strict=True)) / HASHES
 
 
 def encode(sig: list[int]) -> str:

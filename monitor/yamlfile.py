@@ -33,7 +33,7 @@ class YList(list[Any]):
     item_lines: list[int]
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that builds YDict/YList and records duplicate keys and surprise booleans."""
 
     def __init__(self, stream: str, filename: str) -> None:
@@ -44,29 +44,29 @@ class _LineLoader(yaml.SafeLoader):
     def _problem(self, node: yaml.Node, message: str) -> None:
         self.problems.append(Problem(self.filename, node.start_mark.line + 1, message))
 
-    def construct_yaml_map(self, node: yaml.MappingNode) -> Any:  # type: ignore[override]
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Any:
         result = YDict()
         result.line = node.start_mark.line + 1
         result.key_lines = {}
         yield result
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if key in result.key_lines:
                 self._problem(key_node, f"duplicate key '{key}' (first at line "
                                         f"{result.key_lines[key]}); YAML would keep only the last")
             result.key_lines[key] = key_node.start_mark.line + 1
-            result[key] = self.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+            result[key] = self.construct_object(value_node, deep=True)
 
-    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Any:  # type: ignore[override]
+    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Any:
         result = YList()
         result.line = node.start_mark.line + 1
         result.item_lines = [child.start_mark.line + 1 for child in node.value]
         yield result
-        result.extend(self.construct_object(child, deep=True)  # type: ignore[no-untyped-call]
+        result.extend(self.construct_object(child, deep=True)
                       for child in node.value)
 
-    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:  # type: ignore[override]
-        value = super().construct_yaml_bool(node)  # type: ignore[no-untyped-call]
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        value = super().construct_yaml_bool(node)
         if node.value.lower() in _SURPRISE_BOOLEANS:
             self._problem(node, f"'{node.value}' is read by YAML as {str(value).lower()}; "
                                 f"write {str(value).lower()}, or quote it ('{node.value}') "

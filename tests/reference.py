@@ -54,7 +54,7 @@ def units(text: str, scope: str) -> list[tuple[int, int]]:
             out.append((offset, offset + len(paragraph) + 1))
         else:
             cuts = [0] + [m.end() for m in _SENTENCE_END.finditer(paragraph)] + [len(paragraph) + 1]
-            out += [(offset + a, offset + b) for a, b in zip(cuts, cuts[1:])]
+            out += [(offset + a, offset + b) for a, b in zip(cuts, cuts[1:], strict=False)]
         offset += len(paragraph) + 1
     return out
 
@@ -65,7 +65,8 @@ def in_scope(rule: RuleDef, texts: dict[str, str], colours: list[list[Hit]]) -> 
     for name, text in texts.items():
         if rule.scope == "words":
             words = [m.start() for m in re.finditer(r"\w+", text)]
-            index = lambda pos: sum(1 for w in words if w <= pos) - 1  # noqa: E731
+            def index(pos: int, words: list[int] = words) -> int:
+                return sum(1 for w in words if w <= pos) - 1
             for first in range(-1, len(words)):
                 window = range(first, first + rule.within)
                 if all(any(h[0] == name and index(h[1]) in window for h in c) for c in colours):

@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import feedparser
-import pytest
 
 from conftest import CORPORA
 from monitor.config import FetchSettings

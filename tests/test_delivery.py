@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +35,8 @@ def hook_setup(workdir: Workdir, feeds: FeedServer, receiver: WebhookReceiver,
 
 def statuses(workdir: Workdir) -> list[tuple[str, str, int]]:
     with sqlite3.connect(workdir.path / "monitor.db") as db:
-        return db.execute("SELECT id, status, attempts FROM deliveries ORDER BY created_at").fetchall()
+        return db.execute("SELECT id, status, attempts FROM deliveries "
+                          "ORDER BY created_at").fetchall()
 
 
 # --- signatures -------------------------------------------------------------------------------

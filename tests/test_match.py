@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, SEED
 from monitor.match import Engine
 from monitor.models import Article
-from monitor.rules import RuleSet, load_rules, parse_rule_text, resolve
+from monitor.rules import load_rules, parse_rule_text, resolve
 from reference import reference_match
 
 ACTORS = (ROOT / "rules" / "actors.yaml").read_text()

@@ -11,7 +11,6 @@ import sys
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Iterator
 
 import psycopg

@@ -52,8 +52,8 @@ def test_json_feed_and_html_listing(workdir: Workdir, feeds: FeedServer,
 
 
 def test_conditional_get_and_not_modified(workdir: Workdir, feeds: FeedServer) -> None:
-    feeds.put("/feed.xml", rss([seed_item()]), headers={"ETag": '"v1"',
-                                                        "Last-Modified": "Tue, 24 Nov 2026 10:00:00 GMT"})
+    stamp = "Tue, 24 Nov 2026 10:00:00 GMT"
+    feeds.put("/feed.xml", rss([seed_item()]), headers={"ETag": '"v1"', "Last-Modified": stamp})
     workdir.sources = [{"id": "wire", "url": feeds.base + "/feed.xml"}]
     workdir.cli("once")
     second = workdir.cli("once")
@@ -73,7 +73,7 @@ def test_gone_disables_and_429_backs_off(workdir: Workdir, feeds: FeedServer) ->
                        {"id": "busy", "url": feeds.base + "/busy.xml", "interval": "1m"}]
     workdir.cli("once")
     table = workdir.cli("sources").stdout
-    assert "disabled" in next(l for l in table.splitlines() if l.startswith("gone "))
+    assert "disabled" in next(row for row in table.splitlines() if row.startswith("gone "))
     rows = dict(stored_rows(workdir, "SELECT id, next_due FROM sources"))
     wait = datetime.fromisoformat(rows["busy"]) - datetime.now(timezone.utc).replace(tzinfo=None)
     assert wait > timedelta(minutes=50)                      # Retry-After beat the 1m interval

@@ -58,9 +58,7 @@ def test_nul_characters_are_stripped(database_url: str) -> None:
 def test_times_come_back_timezone_aware(database_url: str) -> None:
     store = open_store(database_url)
     add(store, "a", Article(url="https://x.org/t", title="T", published=NOW))
-    with store.session() as session:
-        row = store.recent_articles(NOW - timedelta(days=1))
-        published = next(row).published
+    published = next(store.recent_articles(NOW - timedelta(days=1))).published
     assert published == NOW and published.tzinfo is not None
 
 

@@ -1,14 +1,13 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 11:09:27.082275
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 import monitor.store
@@ -24,16 +23,16 @@ def upgrade() -> None:
 
     op.create_table('articles',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('source_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('guid', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('canonical_url', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('url', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('source_id', sa.String(), nullable=False),
+    sa.Column('guid', sa.String(), nullable=True),
+    sa.Column('canonical_url', sa.String(), nullable=True),
+    sa.Column('url', sa.String(), nullable=False),
     sa.Column('title', sa.Text(), nullable=False),
     sa.Column('summary', sa.Text(), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('published', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('fetched_at', monitor.store.UTCDateTime(), nullable=True),
-    sa.Column('minhash', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('minhash', sa.String(), nullable=True),
     sa.Column('band0', sa.BigInteger(), nullable=True),
     sa.Column('band1', sa.BigInteger(), nullable=True),
     sa.Column('band2', sa.BigInteger(), nullable=True),
@@ -61,27 +60,27 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_articles_story_id'), ['story_id'], unique=False)
 
     op.create_table('disabled_endpoints',
-    sa.Column('subscriber', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('target', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('subscriber', sa.String(), nullable=False),
+    sa.Column('target', sa.String(), nullable=False),
+    sa.Column('reason', sa.String(), nullable=False),
     sa.Column('disabled_at', monitor.store.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('subscriber')
     )
     op.create_table('sources',
-    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('url', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('id', sa.String(), nullable=False),
+    sa.Column('url', sa.String(), nullable=False),
+    sa.Column('kind', sa.String(), nullable=False),
     sa.Column('interval', sa.Float(), nullable=False),
     sa.Column('next_due', monitor.store.UTCDateTime(), nullable=True),
-    sa.Column('lease_owner', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('lease_owner', sa.String(), nullable=True),
     sa.Column('lease_until', monitor.store.UTCDateTime(), nullable=True),
-    sa.Column('etag', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('last_modified', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('content_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('etag', sa.String(), nullable=True),
+    sa.Column('last_modified', sa.String(), nullable=True),
+    sa.Column('content_hash', sa.String(), nullable=True),
     sa.Column('last_attempt', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('last_success', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('consecutive_failures', sa.Integer(), nullable=False),
-    sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('last_error', sa.String(), nullable=True),
     sa.Column('http_status', sa.Integer(), nullable=True),
     sa.Column('items_seen', sa.Integer(), nullable=False),
     sa.Column('articles_total', sa.Integer(), nullable=False),
@@ -94,25 +93,26 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_sources_next_due'), ['next_due'], unique=False)
 
     op.create_table('deliveries',
-    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('rule_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('id', sa.String(), nullable=False),
+    sa.Column('rule_id', sa.String(), nullable=False),
     sa.Column('story_id', sa.Integer(), nullable=False),
     sa.Column('article_id', sa.Integer(), nullable=True),
-    sa.Column('subscriber', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('target', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('subscriber', sa.String(), nullable=False),
+    sa.Column('channel', sa.String(), nullable=False),
+    sa.Column('target', sa.String(), nullable=False),
+    sa.Column('status', sa.String(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt', monitor.store.UTCDateTime(), nullable=True),
-    sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('last_error', sa.String(), nullable=True),
     sa.Column('created_at', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('sent_at', monitor.store.UTCDateTime(), nullable=True),
-    sa.Column('lease_owner', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('lease_owner', sa.String(), nullable=True),
     sa.Column('lease_until', monitor.store.UTCDateTime(), nullable=True),
     sa.Column('payload', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['article_id'], ['articles.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('rule_id', 'story_id', 'subscriber', name='uq_delivery_rule_story_subscriber')
+    sa.UniqueConstraint('rule_id', 'story_id', 'subscriber',
+                        name='uq_delivery_rule_story_subscriber')
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_due', ['status', 'next_attempt'], unique=False)
@@ -121,7 +121,7 @@ def upgrade() -> None:
     op.create_table('matches',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('article_id', sa.Integer(), nullable=False),
-    sa.Column('rule_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('rule_id', sa.String(), nullable=False),
     sa.Column('explanation', sa.Text(), nullable=False),
     sa.Column('created_at', monitor.store.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['article_id'], ['articles.id'], ),
