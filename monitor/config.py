@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -224,6 +224,8 @@ class SubscriberSpec(_Strict):
 
 # --- locating and reading ---------------------------------------------------------------------
 
+_Entry = TypeVar("_Entry", SourceSpec, SubscriberSpec)
+
 def config_path(explicit: str | None) -> Path | None:
     """--config, else $NEWS_MONITOR_CONFIG, else ./monitor.yaml if present, else None."""
     if explicit:
@@ -270,49 +272,45 @@ def _entries(path: Path, key: str) -> tuple[list[Any], Any, list[Problem]]:
     return list(data), data, problems
 
 
-def load_sources(path: Path) -> tuple[list[SourceSpec], list[Problem]]:
-    """Every valid source; each invalid entry becomes a problem and is left out."""
-    items, data, problems = _entries(path, "sources")
-    sources: list[SourceSpec] = []
+def _load_list(path: Path, key: str, model: type[_Entry], name: str, what: str
+               ) -> tuple[list[tuple[_Entry, int]], list[Problem]]:
+    """Every valid entry of a list file with its line; each invalid or repeated one becomes a
+    problem and is left out, so one bad entry never takes the others down."""
+    items, data, problems = _entries(path, key)
+    kept: list[tuple[_Entry, int]] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        spec, errors = validate(SourceSpec, item, str(path), where=("sources", index))
+        spec, errors = validate(model, item, str(path), where=(key, index))
         problems += [Problem(e.file, _item_line(data, index, e.line), e.message) for e in errors]
         if spec is None:
             continue
         line = _item_line(data, index, 1)
-        if spec.id in seen:
-            problems.append(Problem(str(path), line, f"duplicate source id '{spec.id}' "
-                                                      f"(first at line {seen[spec.id]})"))
+        ident = getattr(spec, name)
+        if ident in seen:
+            problems.append(Problem(str(path), line, f"duplicate {what} '{ident}' "
+                                                      f"(first at line {seen[ident]})"))
             continue
-        seen[spec.id] = line
-        sources.append(spec)
-    return sources, problems
+        seen[ident] = line
+        kept.append((spec, line))
+    return kept, problems
+
+
+def load_sources(path: Path) -> tuple[list[SourceSpec], list[Problem]]:
+    """Every valid source; each invalid entry becomes a problem and is left out."""
+    kept, problems = _load_list(path, "sources", SourceSpec, "id", "source id")
+    return [spec for spec, _ in kept], problems
 
 
 def load_subscribers(path: Path | None) -> tuple[list[SubscriberSpec], list[Problem]]:
     """Every valid subscriber; each invalid entry becomes a problem and is left out."""
     if path is None:
         return [], []
-    items, data, problems = _entries(path, "subscribers")
-    subscribers: list[SubscriberSpec] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(items):
-        spec, errors = validate(SubscriberSpec, item, str(path), where=("subscribers", index))
-        problems += [Problem(e.file, _item_line(data, index, e.line), e.message) for e in errors]
-        if spec is None:
-            continue
-        line = _item_line(data, index, 1)
-        if spec.name in seen:
-            problems.append(Problem(str(path), line, f"duplicate subscriber name '{spec.name}' "
-                                                      f"(first at line {seen[spec.name]})"))
-            continue
+    kept, problems = _load_list(path, "subscribers", SubscriberSpec, "name", "subscriber name")
+    for spec, line in kept:
         if spec.secret_env and not spec.secret():
             problems.append(Problem(str(path), line, f"subscriber '{spec.name}': environment "
                                                       f"variable {spec.secret_env} is not set"))
-        seen[spec.name] = line
-        subscribers.append(spec)
-    return subscribers, problems
+    return [spec for spec, _ in kept], problems
 
 
 def _item_line(data: Any, index: int, fallback: int) -> int:
