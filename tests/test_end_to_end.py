@@ -151,3 +151,24 @@ def test_unreadable_config_exits_2_with_one_line(tmp_path: os.PathLike) -> None:
     assert missing.stderr.strip().count("\n") == 0 and "nope.yaml" in missing.stderr
     bad_args = run_cli("once", "--bogus", cwd=tmp_path)  # type: ignore[arg-type]
     assert bad_args.returncode == 2 and "Traceback" not in bad_args.stderr
+
+
+def test_templates_can_be_overridden_and_logs_can_be_json(workdir: Workdir, feeds: FeedServer,
+                                                          smtp: SMTPServer) -> None:
+    import json as jsonlib
+    templates = workdir.path / "templates"
+    templates.mkdir()
+    (templates / "subject.txt.j2").write_text(
+        "ALERT {{ alert.rule_id }}: {{ alert.article_title }}")
+    feeds.put("/wire.xml", rss([seed_item()]))
+    workdir.smtp(smtp)
+    workdir.config["templates"] = "templates"
+    workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
+    workdir.subscribers = [{"name": "ana", "email": "ana@example.org", "rules": "*"}]
+    workdir.write()
+    result = run_cli("--log-format", "json", "once", "--config", str(workdir.config_file),
+                     cwd=workdir.path)
+    assert result.returncode == 0, result.stderr
+    assert smtp.messages[0]["Subject"].startswith("ALERT gaza-ceasefire: Ceasefire Negotiations")
+    lines = [jsonlib.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert any("msg_" in entry["message"] and entry["level"] == "info" for entry in lines)
