@@ -17,7 +17,18 @@ import yaml
 from servers import FeedServer, SMTPServer, WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+
+
+def _shared() -> Path:
+    """The team's shared folder (seed article, test corpora): beside the checkout on a
+    developer's machine, at /work/shared for a clone made elsewhere, or $NEWS_MONITOR_SHARED."""
+    candidates = [Path(os.environ["NEWS_MONITOR_SHARED"])] if "NEWS_MONITOR_SHARED" in \
+        os.environ else []
+    candidates += [ROOT.parent / "shared", Path("/work/shared")]
+    return next((c for c in candidates if (c / "corpora").is_dir()), candidates[0])
+
+
+SHARED = _shared()
 SEED = SHARED / "seeds" / "000_1765ddb5385cd2a2.txt"
 if not SEED.exists():
     SEED = ROOT / "seeds" / "articles" / "000_1765ddb5385cd2a2.txt"
