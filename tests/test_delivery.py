@@ -341,3 +341,34 @@ def test_admin_hears_once_when_a_source_fails_and_once_when_it_recovers(
     workdir.cli("once")
     assert [r.json["data"]["rule_id"] for r in receiver.received] == [
         "source-failure:wire", "source-recovered:wire"]
+
+
+def test_cooldown_batches_a_fast_moving_story(workdir: Workdir, feeds: FeedServer,
+                                              smtp: SMTPServer) -> None:
+    def item(n: int) -> dict[str, Any]:
+        return {"title": f"Hamas truce update {n}", "link": f"https://u.example.org/{n}",
+                "body": f"<p>Update {n}: Hamas and the truce, {'new detail ' * n}today.</p>"}
+    workdir.smtp(smtp)
+    workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
+    workdir.subscribers = [{"name": "desk", "email": "desk@example.org",
+                            "rules": ["gaza-ceasefire"], "cooldown": "30m"}]
+    workdir.write()
+    settings, _ = load_settings(workdir.config_file)
+    loaded = load_all(settings)
+    clock = [datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)]
+
+    async def cycle() -> Any:
+        async with running(settings, loaded) as ctx:
+            ctx.now = lambda: clock[0]
+            return await run_cycle(ctx, only_due=False)
+
+    feeds.put("/wire.xml", rss([item(1)]))
+    assert asyncio.run(cycle()).sent == 1
+    for upto in (2, 3):
+        clock[0] += timedelta(minutes=1)
+        feeds.put("/wire.xml", rss([item(n) for n in range(1, upto + 1)]))
+        assert asyncio.run(cycle()).sent == 0          # within the cooldown: held back
+    clock[0] = datetime(2026, 11, 25, 12, 31, tzinfo=timezone.utc)
+    assert asyncio.run(cycle()).sent == 2
+    assert len(smtp.messages) == 2                     # the two held alerts went as one message
+    assert "2 alerts" in smtp.messages[1]["Subject"]
