@@ -169,7 +169,7 @@ async def _refresh(ctx: Context, row: SourceRow) -> SourceOutcome:
             return SourceOutcome(row.id, True, not_modified=True, state=values)
         articles = parse_source(spec, result, ctx.now())
         if spec.full_text:
-            articles = await _with_full_text(ctx, articles)
+            articles = await _with_full_text(ctx, row.id, articles)
         return save(ctx, row, spec, articles, result)
     except (FetchError, ParseError) as exc:
         return _record_failure(ctx, row, exc)
@@ -189,10 +189,19 @@ def parse_source(spec: SourceSpec, result: FetchResult, now: datetime) -> list[A
     return parse_feed(result.body, spec.kind, result.content_type, result.url, now)
 
 
-async def _with_full_text(ctx: Context, articles: list[Article]) -> list[Article]:
-    """Fetch each article's own page and use its main text as the body."""
+async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
+                          ) -> list[Article]:
+    """Fetch each new article's own page and use its main text as the body.
+
+    Pages of articles already stored are not fetched again (their text is already matched).
+    """
+    now = ctx.now()
+    with ctx.store.session() as session:
+        fresh = {id(a) for a in articles if a.url and not ctx.store.known(
+            session, source_id, *_identity(source_id, a, now))}
+
     async def one(article: Article) -> Article:
-        if not article.url:
+        if id(article) not in fresh:
             return article
         try:
             page = await ctx.fetcher.get(article.url)
@@ -240,8 +249,7 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
 
 def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
                    now: datetime) -> tuple[int | None, int]:
-    values = article_values(source_id, article, now, None)
-    if ctx.store.known(session, source_id, values["guid"], values["canonical_url"]):
+    if ctx.store.known(session, source_id, *_identity(source_id, article, now)):
         return None, 0
     fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
     joined = _story_of(ctx, session, fingerprint, now) if fingerprint else None
@@ -262,6 +270,12 @@ def _story_of(ctx: Context, session: Any, fingerprint: list[int], now: datetime)
                 story.SAME_STORY:
             return other_story or other_id
     return None
+
+
+def _identity(source_id: str, article: Article, now: datetime) -> tuple[str | None, str | None]:
+    """The (guid, canonical URL) an article is stored under."""
+    values = article_values(source_id, article, now, None)
+    return values["guid"], values["canonical_url"]
 
 
 def article_values(source_id: str, article: Article, now: datetime,

@@ -57,3 +57,13 @@ def test_full_text_source_matches_on_the_article_page(workdir: Workdir, feeds: F
     assert [a["source_id"] for a in alerts] == ["full"]      # the summary alone never matched
     assert "body" in alerts[0]["fields"]
     assert "Subscribe" not in alerts[0]["snippet"] and "var ad" not in alerts[0]["snippet"]
+    # The feed changes: only the new article's page is fetched, not the known one again.
+    feeds.put("/articles/other", "<html><body><p>" + "Another story. " * 20 + "</p></body></html>",
+              content_type="text/html")
+    feeds.put("/feed.xml?full", rss([{"title": "Talks resume (full)", "link": page + "?full",
+                                      "body": "<p>Negotiators met again.</p>"},
+                                     {"title": "Other", "link": feeds.base + "/articles/other",
+                                      "body": "<p>Other.</p>"}]))
+    workdir.cli("once")
+    pages = [path for path, _ in feeds.hits if path.startswith("/articles/")]
+    assert pages.count("/articles/talks?full") == 1 and pages.count("/articles/other") == 1
