@@ -79,8 +79,11 @@ class SourceRow(SQLModel, table=True):
 
 class ArticleRow(SQLModel, table=True):
     __tablename__ = "articles"
+    # Each band is indexed together with the id, so "the latest 20 with this band" is one
+    # index range on both backends (a band index alone lets PostgreSQL walk the primary key).
     __table_args__ = (UniqueConstraint("source_id", "guid", name="uq_article_source_guid"),
-                      UniqueConstraint("canonical_url", name="uq_article_canonical_url"))
+                      UniqueConstraint("canonical_url", name="uq_article_canonical_url"),
+                      *(Index(f"ix_articles_band{i}_id", f"band{i}", "id") for i in range(8)))
     id: int | None = Field(default=None, primary_key=True)
     source_id: str = Field(index=True)
     guid: str | None = None
@@ -92,14 +95,14 @@ class ArticleRow(SQLModel, table=True):
     published: datetime | None = _time()
     fetched_at: datetime | None = _time(index=True)
     minhash: str | None = None                   # story.py signature, comma-separated
-    band0: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
-    band1: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
-    band2: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
-    band3: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
-    band4: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
-    band5: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
-    band6: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
-    band7: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    band0: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band1: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band2: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band3: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band4: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band5: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band6: int | None = Field(default=None, sa_column=Column(BigInteger))
+    band7: int | None = Field(default=None, sa_column=Column(BigInteger))
     story_id: int | None = Field(default=None, index=True)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 11:09:27.082275
+Create Date: 2026-11-25 12:01:55.581139
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ def upgrade() -> None:
     sa.UniqueConstraint('source_id', 'guid', name='uq_article_source_guid')
     )
     with op.batch_alter_table('articles', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_articles_band0'), ['band0'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_band1'), ['band1'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_band2'), ['band2'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_band3'), ['band3'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_band4'), ['band4'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_band5'), ['band5'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_band6'), ['band6'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_band7'), ['band7'], unique=False)
+        batch_op.create_index('ix_articles_band0_id', ['band0', 'id'], unique=False)
+        batch_op.create_index('ix_articles_band1_id', ['band1', 'id'], unique=False)
+        batch_op.create_index('ix_articles_band2_id', ['band2', 'id'], unique=False)
+        batch_op.create_index('ix_articles_band3_id', ['band3', 'id'], unique=False)
+        batch_op.create_index('ix_articles_band4_id', ['band4', 'id'], unique=False)
+        batch_op.create_index('ix_articles_band5_id', ['band5', 'id'], unique=False)
+        batch_op.create_index('ix_articles_band6_id', ['band6', 'id'], unique=False)
+        batch_op.create_index('ix_articles_band7_id', ['band7', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_fetched_at'), ['fetched_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_source_id'), ['source_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_story_id'), ['story_id'], unique=False)
@@ -158,14 +158,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_articles_story_id'))
         batch_op.drop_index(batch_op.f('ix_articles_source_id'))
         batch_op.drop_index(batch_op.f('ix_articles_fetched_at'))
-        batch_op.drop_index(batch_op.f('ix_articles_band7'))
-        batch_op.drop_index(batch_op.f('ix_articles_band6'))
-        batch_op.drop_index(batch_op.f('ix_articles_band5'))
-        batch_op.drop_index(batch_op.f('ix_articles_band4'))
-        batch_op.drop_index(batch_op.f('ix_articles_band3'))
-        batch_op.drop_index(batch_op.f('ix_articles_band2'))
-        batch_op.drop_index(batch_op.f('ix_articles_band1'))
-        batch_op.drop_index(batch_op.f('ix_articles_band0'))
+        batch_op.drop_index('ix_articles_band7_id')
+        batch_op.drop_index('ix_articles_band6_id')
+        batch_op.drop_index('ix_articles_band5_id')
+        batch_op.drop_index('ix_articles_band4_id')
+        batch_op.drop_index('ix_articles_band3_id')
+        batch_op.drop_index('ix_articles_band2_id')
+        batch_op.drop_index('ix_articles_band1_id')
+        batch_op.drop_index('ix_articles_band0_id')
 
     op.drop_table('articles')
 
