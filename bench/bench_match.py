@@ -59,6 +59,36 @@ def make_articles(count: int, vocab: list[str], topics: list[str], actors: list[
     return out
 
 
+def reload_seconds(ruleset: RuleSet, actors: list[list[str]]) -> float:
+    """Time to reload the rule set from YAML: read, validate, resolve, compile."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from monitor.rules import load_rules
+    lines = ["actors:"]
+    used = sorted({t.actor for r in ruleset.rules for g in r.all for t in g.terms if t.actor})
+    for actor in used:
+        lines.append(f"  - id: {actor}\n    aliases: [{', '.join(actors[int(actor[1:])])}]")
+    lines.append("rules:")
+    for rule in ruleset.rules:
+        keywords = ", ".join(t.text for t in rule.all[0].terms)
+        lines += [f"  - id: {rule.id}", f"    title: {rule.title}", f"    scope: {rule.scope}",
+                  "    all:", f"      - keywords: [{keywords}]",
+                  f"      - actors: [{rule.all[1].terms[0].actor}]"]
+    directory = Path(tempfile.mkdtemp())
+    try:
+        (directory / "rules.yaml").write_text("\n".join(lines) + "\n")
+        started = time.perf_counter()
+        loaded, problems, _ = load_rules(directory)
+        Engine(loaded)
+        elapsed = time.perf_counter() - started
+    finally:
+        shutil.rmtree(directory)
+    assert not problems and len(loaded.rules) == len(ruleset.rules), problems[:3]
+    return elapsed
+
+
 def raw_scan_seconds(engine: Engine, texts: list[str]) -> float:
     automaton = engine._exact  # noqa: SLF001 (the benchmark measures the bare automaton)
     started = time.perf_counter()
@@ -89,6 +119,7 @@ def run(rule_counts: list[int], article_count: int) -> dict[str, object]:
         full_s = time.perf_counter() - started
         scan_s = raw_scan_seconds(engine, normalised)
         run_result = {"rules": count, "compile_s": round(compile_s, 3),
+                      "reload_from_yaml_s": round(reload_seconds(ruleset, actors), 3),
                       "articles_per_s": round(article_count / full_s),
                       "raw_scan_articles_per_s": round(article_count / scan_s),
                       "full_over_raw": round(full_s / scan_s, 2), "matches": matches}
@@ -111,7 +142,7 @@ def main() -> None:
     checks = {"articles/s >= 4000": last["articles_per_s"] >= 4000,
               "full <= 3.5x raw scan": last["full_over_raw"] <= 3.5,
               "<= 2.5x slower than smallest": results["slowdown_10k_vs_100"] <= 2.5,
-              "reload < 1 s": last["compile_s"] < 1.0}
+              "reload < 1 s": last["reload_from_yaml_s"] < 1.0}
     for name, ok in checks.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
 

@@ -117,10 +117,13 @@ class ActorModel(_Strict):
     name: str | None = None
     aliases: list[TermModel] = Field(min_length=1)
 
+    def terms(self) -> tuple[TermDef, ...]:
+        return tuple(alias.resolve(self.id) for alias in self.aliases)
+
 
 class GroupModel(_Strict):
-    keywords: list[TermModel] = []
-    actors: list[str] = []
+    keywords: list[TermModel] = Field(default_factory=list)
+    actors: list[str] = Field(default_factory=list)
     min_mentions: int = Field(1, ge=1)
     name: str | None = None
 
@@ -134,9 +137,9 @@ class GroupModel(_Strict):
 class RuleModel(_Strict):
     id: str = Field(pattern=r"^[\w.-]+$")
     title: str = Field(min_length=1)
-    all: list[GroupModel] = []
-    any: list[GroupModel] = []
-    none: list[GroupModel] = []
+    all: list[GroupModel] = Field(default_factory=list)
+    any: list[GroupModel] = Field(default_factory=list)
+    none: list[GroupModel] = Field(default_factory=list)
     scope: Literal["article", "paragraph", "sentence"] = "article"
     within: int | None = Field(None, ge=1, le=1000)   # words; overrides scope
     fields: list[Literal["title", "summary", "body"]] = ["title", "summary", "body"]
@@ -159,9 +162,9 @@ class RuleModel(_Strict):
 
 
 class RuleFileModel(_Strict):
-    actors: list[ActorModel] = []
-    actor_groups: dict[str, list[str]] = {}
-    rules: list[RuleModel] = []
+    actors: list[ActorModel] = Field(default_factory=list)
+    actor_groups: dict[str, list[str]] = Field(default_factory=dict)
+    rules: list[RuleModel] = Field(default_factory=list)
 
 
 # --- regex safety -----------------------------------------------------------------------------
@@ -221,6 +224,7 @@ class RuleFile:
     data: Any
     problems: list[Problem] = field(default_factory=list)
     lines: dict[tuple[str, int], int] = field(default_factory=dict)  # (key, model index) -> line
+    stamp: tuple[int, int] = (0, 0)     # (mtime_ns, size) of the file when it was read
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -230,10 +234,22 @@ def rule_files(directory: Path) -> list[Path]:
 def read_rule_file(path: Path) -> RuleFile:
     """Parse and validate one file; invalid rules and actors are dropped and reported."""
     try:
+        stat = path.stat()
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return RuleFile(str(path), RuleFileModel(), None, [Problem(str(path), 1, str(exc))])
-    return parse_rule_text(text, str(path))
+    parsed = parse_rule_text(text, str(path))
+    parsed.stamp = (stat.st_mtime_ns, stat.st_size)
+    return parsed
+
+
+def _unchanged(path: Path, known: RuleFile | None) -> bool:
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return known is not None and not known.problems and known.stamp == (stat.st_mtime_ns,
+                                                                         stat.st_size)
 
 
 def parse_rule_text(text: str, path: str) -> RuleFile:
@@ -305,9 +321,13 @@ def load_rules(directory: Path, last_good: dict[str, RuleFile] | None = None
         return RuleSet(), [Problem(str(directory), 0, "rules directory does not exist")], {}
     in_service: dict[str, RuleFile] = {}
     for path in rule_files(directory):
+        previous = (last_good or {}).get(str(path))
+        if _unchanged(path, previous):          # only edited files are parsed again
+            assert previous is not None
+            in_service[previous.path] = previous
+            continue
         current = read_rule_file(path)
         problems += current.problems
-        previous = (last_good or {}).get(current.path)
         in_service[current.path] = previous if current.problems and previous else current
     ruleset, more = resolve(list(in_service.values()))
     return ruleset, problems + more, in_service
@@ -318,6 +338,7 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     actors, groups, problems = _collect_actors(files)
     rules: list[RuleDef] = []
     seen: dict[str, str] = {}
+    aliases = {actor_id: actor.terms() for actor_id, actor in actors.items()}
     for rule_file in files:
         for index, model in enumerate(rule_file.model.rules):
             where = _locate(rule_file, "rules", index)
@@ -326,7 +347,7 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
                                                                f"(first in {seen[model.id]})"))
                 continue
             seen[model.id] = f"{rule_file.path}:{where}"
-            rule, errors = _resolve_rule(model, actors, groups, rule_file.path, where)
+            rule, errors = _resolve_rule(model, aliases, groups, rule_file.path, where)
             problems += errors
             if rule is not None and model.enabled:
                 rules.append(rule)
@@ -366,8 +387,9 @@ def _expand(members: list[str], groups: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def _resolve_rule(model: RuleModel, actors: dict[str, ActorModel], groups: dict[str, list[str]],
-                  path: str, line: int) -> tuple[RuleDef | None, list[Problem]]:
+def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
+                  groups: dict[str, list[str]], path: str, line: int
+                  ) -> tuple[RuleDef | None, list[Problem]]:
     problems: list[Problem] = []
     resolved: dict[str, tuple[GroupDef, ...]] = {}
     for kind in ("all", "any", "none"):
@@ -380,7 +402,7 @@ def _resolve_rule(model: RuleModel, actors: dict[str, ActorModel], groups: dict[
                 continue
             terms = [k.resolve() for k in group.keywords]
             for actor_id in _expand(group.actors, groups):
-                terms += [alias.resolve(actor_id) for alias in actors[actor_id].aliases]
+                terms += actors[actor_id]
             label = group.name or ", ".join(group.actors + [k.term or k.regex or ""
                                                             for k in group.keywords][:3])
             out.append(GroupDef(tuple(terms), group.min_mentions, label))
