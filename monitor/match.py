@@ -7,6 +7,7 @@ groups, minimum mentions, fields, sources and co-occurrence scope. Pure: no I/O.
 
 from __future__ import annotations
 
+import gc
 import re
 import unicodedata
 from bisect import bisect_right
@@ -217,6 +218,15 @@ class Engine:
     _full: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        collecting = gc.isenabled()
+        gc.disable()            # many small acyclic objects: see rules.load_rules
+        try:
+            self._compile()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _compile(self) -> None:
         term_ids: dict[TermDef, int] = {}
         term_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
         for index, rule in enumerate(self.ruleset.rules):
