@@ -114,8 +114,9 @@ class CycleReport:
 async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
     """Refresh every due source, then send what the outbox holds.
 
-    Sources are claimed a batch at a time (as many as are fetched at once), so replicas
-    sharing one database split the due sources between them instead of one taking them all.
+    Sources are claimed a batch at a time (four times as many as are fetched at once: enough
+    to keep every fetch slot busy while a batch's slowest source finishes), so replicas sharing
+    one database split the due sources between them instead of one taking them all.
     """
     freed = ctx.store.release_dead_leases(socket.gethostname(), process_alive, ctx.now())
     if freed:
@@ -126,7 +127,7 @@ async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
     while True:
         rows = ctx.store.claim_due_sources(_enabled(ctx), ctx.now(), ctx.owner,
                                            everything=not only_due, exclude=done,
-                                           limit=ctx.settings.fetch.concurrency)
+                                           limit=4 * ctx.settings.fetch.concurrency)
         if not rows:
             break
         done += [row.id for row in rows]
