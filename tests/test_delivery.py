@@ -277,6 +277,21 @@ def test_one_story_from_five_feeds_is_one_alert_listing_five_outlets(
     assert len(receiver.received) == 1          # attached to the story, not alerted again
 
 
+def clocked_cycle(workdir: Workdir, clock: list[datetime]) -> Any:
+    """One in-process cycle on this work directory's files, at the time clock[0] says."""
+    workdir.write()
+    settings, _ = load_settings(workdir.config_file)
+    loaded = load_all(settings)
+
+    def cycle() -> Any:
+        async def run() -> Any:
+            async with running(settings, loaded) as ctx:
+                ctx.now = lambda: clock[0]
+                return await run_cycle(ctx, only_due=False)
+        return asyncio.run(run())
+    return cycle
+
+
 def test_digest_subscriber_gets_one_message_for_three_matches(
         workdir: Workdir, feeds: FeedServer, smtp: SMTPServer) -> None:
     items = [{"title": f"Hamas and the truce, part {n}", "link": f"https://n.example.org/{n}",
@@ -288,20 +303,13 @@ def test_digest_subscriber_gets_one_message_for_three_matches(
     workdir.subscribers = [{"name": "weekly", "email": "d@example.org", "rules": "*",
                             "digest": {"every": "daily", "at": "08:00",
                                        "timezone": "Europe/Paris"}}]
-    workdir.write()
-    settings, _ = load_settings(workdir.config_file)
-    loaded = load_all(settings)
     clock = [datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)]
+    cycle = clocked_cycle(workdir, clock)
 
-    async def cycle() -> Any:
-        async with running(settings, loaded) as ctx:
-            ctx.now = lambda: clock[0]
-            return await run_cycle(ctx, only_due=False)
-
-    first = asyncio.run(cycle())
+    first = cycle()
     assert first.total("queued") == 3 and first.sent == 0 and smtp.messages == []
     clock[0] = datetime(2026, 11, 26, 7, 0, 30, tzinfo=timezone.utc)   # 08:00:30 in Paris
-    second = asyncio.run(cycle())
+    second = cycle()
     assert second.sent == 3
     assert len(smtp.messages) == 1
     text = smtp.messages[0].get_body(("plain",)).get_content()
@@ -352,23 +360,16 @@ def test_cooldown_batches_a_fast_moving_story(workdir: Workdir, feeds: FeedServe
     workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
     workdir.subscribers = [{"name": "desk", "email": "desk@example.org",
                             "rules": ["gaza-ceasefire"], "cooldown": "30m"}]
-    workdir.write()
-    settings, _ = load_settings(workdir.config_file)
-    loaded = load_all(settings)
     clock = [datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)]
-
-    async def cycle() -> Any:
-        async with running(settings, loaded) as ctx:
-            ctx.now = lambda: clock[0]
-            return await run_cycle(ctx, only_due=False)
+    cycle = clocked_cycle(workdir, clock)
 
     feeds.put("/wire.xml", rss([item(1)]))
-    assert asyncio.run(cycle()).sent == 1
+    assert cycle().sent == 1
     for upto in (2, 3):
         clock[0] += timedelta(minutes=1)
         feeds.put("/wire.xml", rss([item(n) for n in range(1, upto + 1)]))
-        assert asyncio.run(cycle()).sent == 0          # within the cooldown: held back
+        assert cycle().sent == 0          # within the cooldown: held back
     clock[0] = datetime(2026, 11, 25, 12, 31, tzinfo=timezone.utc)
-    assert asyncio.run(cycle()).sent == 2
+    assert cycle().sent == 2
     assert len(smtp.messages) == 2                     # the two held alerts went as one message
     assert "2 alerts" in smtp.messages[1]["Subject"]
