@@ -196,10 +196,9 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
 
     Pages of articles already stored are not fetched again (their text is already matched).
     """
-    now = ctx.now()
     with ctx.store.session() as session:
         fresh = {id(a) for a in articles if a.url and not ctx.store.known(
-            session, source_id, *_identity(source_id, a, now))}
+            session, source_id, *_identity(a))}
 
     async def one(article: Article) -> Article:
         if id(article) not in fresh:
@@ -250,7 +249,7 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
 
 def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
                    now: datetime) -> tuple[int | None, int]:
-    if ctx.store.known(session, source_id, *_identity(source_id, article, now)):
+    if ctx.store.known(session, source_id, *_identity(article)):
         return None, 0
     fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
     joined = _story_of(ctx, session, fingerprint, now) if fingerprint else None
@@ -273,24 +272,24 @@ def _story_of(ctx: Context, session: Any, fingerprint: list[int], now: datetime)
     return None
 
 
-def _identity(source_id: str, article: Article, now: datetime) -> tuple[str | None, str | None]:
-    """The (guid, canonical URL) an article is stored under."""
-    values = article_values(source_id, article, now, None)
-    return values["guid"], values["canonical_url"]
-
-
-def article_values(source_id: str, article: Article, now: datetime,
-                   fingerprint: list[int] | None) -> dict[str, Any]:
+def _identity(article: Article) -> tuple[str | None, str | None]:
+    """The (guid, canonical URL) an article is stored under, NUL-free for PostgreSQL."""
     canonical = canonical_url(article.url) if article.url else None
     guid = article.guid
     if not guid and not canonical:
         # Neither a GUID nor a link: the text is the only identity the item has.
         guid = "sha1:" + hashlib.sha1(f"{article.title}\n{article.summary}".encode()).hexdigest()
+    return (clean_text(guid)[:2000] if guid else None,
+            clean_text(canonical) if canonical else None)
+
+
+def article_values(source_id: str, article: Article, now: datetime,
+                   fingerprint: list[int] | None) -> dict[str, Any]:
+    guid, canonical = _identity(article)
     # Parsers already drop control characters; this is the last line before PostgreSQL,
     # which refuses NUL outright, whatever path an article took.
     values: dict[str, Any] = dict(
-                  source_id=source_id, guid=clean_text(guid)[:2000] if guid else None,
-                  canonical_url=clean_text(canonical) if canonical else None,
+                  source_id=source_id, guid=guid, canonical_url=canonical,
                   url=clean_text(article.url), title=clean_text(article.title),
                   summary=clean_text(article.summary), body=clean_text(article.body),
                   published=min(article.published, now) if article.published else None,

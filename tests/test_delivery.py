@@ -74,11 +74,15 @@ def test_webhook_500_500_200_same_id_every_try(workdir: Workdir, feeds: FeedServ
     assert "1 sent" in listing.stdout
 
 
-def test_smtp_451_then_250(workdir: Workdir, feeds: FeedServer, smtp: SMTPServer) -> None:
+def mail_setup(workdir: Workdir, feeds: FeedServer, smtp: SMTPServer) -> None:
     feeds.put("/wire.xml", rss([seed_item()]))
     workdir.smtp(smtp)
     workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
     workdir.subscribers = [{"name": "ana", "email": "ana@example.org", "rules": "*"}]
+
+
+def test_smtp_451_then_250(workdir: Workdir, feeds: FeedServer, smtp: SMTPServer) -> None:
+    mail_setup(workdir, feeds, smtp)
     smtp.handler.script = ["451 4.3.0 Try again later"]
     first = workdir.cli("once")
     assert "0 sent, 1 failed" in first.stdout and smtp.messages == []
@@ -93,10 +97,7 @@ def test_smtp_451_then_250(workdir: Workdir, feeds: FeedServer, smtp: SMTPServer
 
 
 def test_smtp_550_is_permanent(workdir: Workdir, feeds: FeedServer, smtp: SMTPServer) -> None:
-    feeds.put("/wire.xml", rss([seed_item()]))
-    workdir.smtp(smtp)
-    workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
-    workdir.subscribers = [{"name": "ana", "email": "ana@example.org", "rules": "*"}]
+    mail_setup(workdir, feeds, smtp)
     smtp.handler.script = ["550 5.1.1 No such user"]
     workdir.cli("once")
     [(_, status, _)] = statuses(workdir)
