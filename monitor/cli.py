@@ -16,6 +16,7 @@ from monitor import __version__
 from monitor.config import Settings, config_path, load_settings
 from monitor.errors import ConfigError, MonitorError
 from monitor.pipeline import CycleReport, run_cycle
+from monitor.redact import masked_credentials
 from monitor.runtime import Loaded, load_all, log_problems, running
 
 log = logging.getLogger("monitor")
@@ -201,7 +202,7 @@ def cmd_test_rule(args: argparse.Namespace) -> int:
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from monitor.store import open_store
     settings = settings_of(args)
-    store = open_store(settings.database)
+    store = open_store(settings.database_url())
     now = datetime.now(timezone.utc)
     if args.action == "retry":
         if not args.delivery_id and not args.all_dead:
@@ -233,7 +234,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
         return 0
     from monitor.store import open_store
     from monitor.config import load_sources
-    store = open_store(settings.database)
+    store = open_store(settings.database_url())
     specs, _ = load_sources(settings.sources)
     store.sync_sources(specs, datetime.now(timezone.utc))
     print(f"{'SOURCE':<24} {'STATE':<9} {'HTTP':>4} {'FAILS':>5} {'ITEMS':>5} {'STORED':>6} "
@@ -254,7 +255,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from monitor.store import open_store
     settings = settings_of(args)
-    store = open_store(settings.database)
+    store = open_store(settings.database_url())
     rows = store.sources()
     now = datetime.now(timezone.utc)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -262,7 +263,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     deliveries = store.count_deliveries()
     attempts = [r.last_attempt for r in rows if r.last_attempt]
     failing = [r for r in rows if r.consecutive_failures and not r.disabled]
-    print(f"database     {settings.database}")
+    print(f"database     {masked_credentials(settings.database)}")
     print(f"sources      {len(rows)}: {len(rows) - len(failing)} ok, {len(failing)} failing, "
           f"{sum(r.disabled for r in rows)} disabled")
     last = max(attempts).strftime("%Y-%m-%d %H:%M:%S UTC") if attempts else "never"
@@ -280,7 +281,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from monitor import migrations
     from monitor.store import make_engine
     settings = settings_of(args)
-    engine = make_engine(settings.database)
+    engine = make_engine(settings.database_url())
     if args.action == "current":
         print(f"schema {migrations.current(engine) or 'empty'}, code needs {migrations.head()}")
         return 0

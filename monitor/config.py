@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_validator,
+                      model_validator)
 
 from monitor.errors import ConfigError, Problem
 from monitor.yamlfile import YDict, YList, line_of, read_yaml, validate
@@ -42,10 +43,20 @@ def parse_duration(value: object) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-class _Strict(BaseModel):
-    """Base for file-backed settings: unknown keys are typos, reported as such."""
+# A duration as written in a file ('10m') and stored in seconds. Defaults are written the
+# same way and go through the same parser (validate_default below), so a default can never
+# be a shape that only a file value would have been converted from.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class _Strict(BaseModel):
+    """Base for file-backed settings: unknown keys are typos, reported as such.
+
+    Defaults are validated like file values: the first release kept the retry schedule's
+    default as unparsed strings and crashed on its first failed delivery.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class SmtpSettings(_Strict):
@@ -70,12 +81,7 @@ class FetchSettings(_Strict):
     max_bytes: int = 10_000_000             # counted on decoded bytes: a gzip bomb stops here
     max_redirects: int = 5
     user_agent: str = "news-monitor/0.1 (+https://example.invalid/news-monitor)"
-    backoff_max: float = 6 * 3600           # ceiling of a failing source's back-off, seconds
-
-    @field_validator("backoff_max", mode="before")
-    @classmethod
-    def _backoff_duration(cls, value: object) -> float:
-        return parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+    backoff_max: Duration = Field("6h")     # ceiling of a failing source's back-off
 
 
 # Standard Webhooks' retry schedule: after the first attempt, wait 5 s, 5 min, 30 min, 2 h,
@@ -84,20 +90,16 @@ DEFAULT_RETRY = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
 
 
 class DeliverySettings(_Strict):
-    retry: tuple[float, ...] = DEFAULT_RETRY  # type: ignore[assignment]
+    retry: tuple[Duration, ...] = Field(DEFAULT_RETRY)
     timeout: float = 30.0
-    batch: int = 200                          # deliveries claimed per pass
-
-    @field_validator("retry", mode="before")
-    @classmethod
-    def _durations(cls, value: Any) -> tuple[float, ...]:
-        return tuple(parse_duration(item) for item in value)
+    batch: int = Field(200, ge=1)             # deliveries claimed per pass
 
 
 class Settings(_Strict):
     """The config file. Defaults are the embedded ones `demo`, `once` and `run` fall back on."""
 
     database: str = "sqlite:///monitor.db"
+    database_password_env: str | None = None  # NAME of the variable holding the DB password
     sources: Path = Field(default_factory=lambda: shipped_dir() / "seeds" / "sources.yaml")
     rules: Path = Field(default_factory=lambda: shipped_dir() / "rules")
     subscribers: Path | None = None
@@ -106,19 +108,34 @@ class Settings(_Strict):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     allow_private_networks: bool = False
-    alert_max_age: float = 3 * 86400          # older articles are stored and matched, not alerted
-    tick: float = 5.0                         # how often the daemon looks for due sources
-    rules_poll: float = 2.0                   # how often the daemon looks for edited rule files
-    job_deadline: float = 300.0               # no scheduled job runs longer than this
+    alert_max_age: Duration = Field("3d")     # older articles are stored and matched, not alerted
+    tick: Duration = Field("5s")              # how often the daemon looks for due sources
+    rules_poll: Duration = Field("2s")        # how often the daemon looks for edited rule files
+    job_deadline: Duration = Field("5m")      # no scheduled job runs longer than this
     http_port: int | None = None              # /healthz, /readyz, /metrics
     http_host: str = "127.0.0.1"              # where that endpoint listens (a container: 0.0.0.0)
     admin: str | None = None                  # subscriber told about failing sources
     failure_alert_after: int = 5              # consecutive failures before that alert
 
-    @field_validator("alert_max_age", "tick", "rules_poll", "job_deadline", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> float:
-        return parse_duration(value)
+
+    def database_url(self) -> str:
+        """The database URL to connect with: the password from the environment, if named."""
+        if not self.database_password_env:
+            return self.database
+        from sqlalchemy.engine import make_url
+        password = os.environ.get(self.database_password_env)
+        if password is None:
+            raise ConfigError(f"database_password_env: environment variable "
+                              f"{self.database_password_env} is not set")
+        return make_url(self.database).set(password=password).render_as_string(
+            hide_password=False)
+
+    def env_problems(self) -> list[tuple[str, str]]:
+        """Secrets named in the config whose environment variables are not set."""
+        named = [("database_password_env", self.database_password_env),
+                 ("smtp.password_env", self.smtp.password_env)]
+        return [(key, f"{key}: environment variable {name} is not set") for key, name in named
+                if name and os.environ.get(name) is None]
 
 
 class SourceSpec(_Strict):
@@ -127,18 +144,13 @@ class SourceSpec(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     url: str
     kind: Literal["auto", "rss", "atom", "json", "html"] = "auto"
-    interval: float = 600.0
+    interval: Duration = Field("10m")
     full_text: bool = False
     enabled: bool = True
     # For kind: html — CSS selectors over the listing page.
     links: str | None = None          # selector of the <a> elements leading to articles
     title: str | None = None          # selector, relative to each link's item, of its title
     item: str | None = None           # selector of one story block on the page (optional)
-
-    @field_validator("interval", mode="before")
-    @classmethod
-    def _interval(cls, value: object) -> float:
-        return parse_duration(value)
 
     @field_validator("url")
     @classmethod
@@ -188,12 +200,7 @@ class SubscriberSpec(_Strict):
     secret_env: str | None = None            # NAME of the variable holding "whsec_..."
     rules: list[str] | Literal["*"] = "*"
     digest: DigestSpec | None = None         # absent: every alert is sent immediately
-    cooldown: float = 0.0                    # seconds between two alerts of one rule
-
-    @field_validator("cooldown", mode="before")
-    @classmethod
-    def _cooldown(cls, value: object) -> float:
-        return parse_duration(value)
+    cooldown: Duration = Field("0s")         # time between two alerts of one rule
 
     @model_validator(mode="after")
     def _one_channel(self) -> SubscriberSpec:
@@ -250,6 +257,8 @@ def load_settings(path: Path | None) -> tuple[Settings, list[Problem]]:
     settings, errors = validate(Settings, data, str(path))
     if settings is None:
         raise ConfigError(f"{path}: invalid configuration", problems + errors)
+    for key, message in settings.env_problems():
+        problems.append(Problem(str(path), line_of(data, tuple(key.split("."))), message))
     return settings, problems
 
 
@@ -307,10 +316,27 @@ def load_subscribers(path: Path | None) -> tuple[list[SubscriberSpec], list[Prob
         return [], []
     kept, problems = _load_list(path, "subscribers", SubscriberSpec, "name", "subscriber name")
     for spec, line in kept:
-        if spec.secret_env and not spec.secret():
-            problems.append(Problem(str(path), line, f"subscriber '{spec.name}': environment "
-                                                      f"variable {spec.secret_env} is not set"))
+        problems += [Problem(str(path), line, f"subscriber '{spec.name}': {message}")
+                     for message in _subscriber_problems(spec)]
     return [spec for spec, _ in kept], problems
+
+
+def _subscriber_problems(spec: SubscriberSpec) -> list[str]:
+    """What would make every delivery to this subscriber fail, found before the first one."""
+    from monitor.notify.webhook import check_url, secret_key
+    problems = []
+    if spec.webhook and (problem := check_url(spec.webhook)):
+        from monitor.redact import masked_url
+        problems.append(f"webhook {masked_url(spec.webhook)}: {problem}")
+    secret = spec.secret()
+    if spec.secret_env and secret is None:
+        problems.append(f"environment variable {spec.secret_env} is not set")
+    elif secret is not None:
+        try:
+            secret_key(secret)
+        except ValueError as exc:
+            problems.append(f"{spec.secret_env}: {exc}")
+    return problems
 
 
 def _item_line(data: Any, index: int, fallback: int) -> int:

@@ -21,6 +21,7 @@ from monitor.config import DigestSpec, SubscriberSpec
 from monitor.errors import DeliveryError
 from monitor.models import Alert, Article, Match
 from monitor.notify.render import alert_from
+from monitor.redact import masked_text
 from monitor.retry import delivery_delay
 from monitor.store import DeliveryRow
 
@@ -133,11 +134,29 @@ async def _send_batch(ctx: Context, rows: list[DeliveryRow],
         ctx.metrics.deliveries.labels(spec.channel, "failed").inc(len(rows))
         _failed(ctx, rows, spec, exc)
         return 0, len(rows)
+    except Exception as exc:  # a channel bug or bad setting must not leave the row leased
+        log.exception("delivery %s to %s: unexpected error", head.id, spec.name)
+        ctx.metrics.deliveries.labels(spec.channel, "failed").inc(len(rows))
+        _failed(ctx, rows, spec, unexpected_failure(exc))
+        return 0, len(rows)
     ctx.metrics.deliveries.labels(spec.channel, "sent").inc(len(rows))
     _finish(ctx, rows, status="sent", sent_at=ctx.now(), attempts=head.attempts + 1,
             last_error=None)
     log.info("delivery %s: sent to %s (%s)", head.id, spec.name, spec.channel)
     return len(rows), 0
+
+
+# Failures that come from the delivery's own data or settings (a secret that is not base64, a
+# URL httpx cannot parse, a template error): the same input fails the same way every time.
+_DETERMINISTIC = (ValueError, TypeError, KeyError, LookupError, AttributeError)
+
+
+def unexpected_failure(exc: Exception) -> DeliveryError:
+    """A recorded failure for an exception a channel did not turn into a DeliveryError."""
+    from jinja2 import TemplateError
+    permanent = isinstance(exc, _DETERMINISTIC + (TemplateError,)) or \
+        type(exc).__name__ == "InvalidURL"
+    return DeliveryError(f"{type(exc).__name__}: {exc}", permanent=permanent)
 
 
 def _with_outlets(ctx: Context, row: DeliveryRow) -> Alert:
@@ -160,7 +179,7 @@ def _failed(ctx: Context, rows: list[DeliveryRow], spec: SubscriberSpec,
             exc: BaseException) -> None:
     head = rows[0]
     attempts = head.attempts + 1
-    message = str(exc) or type(exc).__name__
+    message = masked_text(str(exc) or type(exc).__name__)
     if isinstance(exc, DeliveryError) and exc.gone:
         ctx.store.disable_endpoint(spec.name, spec.target, message, ctx.now())
         _finish(ctx, rows, status="disabled", attempts=attempts, last_error=message)

@@ -10,6 +10,7 @@ load no DTD, resolve no entity and touch no network.
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -69,7 +70,8 @@ def parse_fast(body: bytes, content_type: str, base_url: str, now: datetime,
     except (etree.XMLSyntaxError, ValueError):
         return None
     try:
-        if root.tag == "rss" and root.get("version", "2.0") in ("2.0", "2.0.1", "0.91", "0.92"):
+        if root.tag == "rss" and b"xml:base" not in body and \
+                root.get("version", "2.0") in ("2.0", "2.0.1", "0.91", "0.92"):
             channel = root.find("channel")
             if channel is None:
                 return None
@@ -125,17 +127,39 @@ def _rss_item(item: Any, base_url: str, now: datetime, text_of: Any) -> Article 
         link = guid
     if not link and ("enclosure" in fields or "comments" in fields):
         raise _Unusual("no link")      # feedparser falls back on other elements' URLs
-    summary = text_of(fields.get("description", ""))
-    body = text_of(fields.get(CONTENT, ""))
-    return Article(url=_absolute(link, base_url), title=text_of(fields.get("title", "")),
-                   summary=summary, body="" if body == summary else body, guid=guid,
-                   published=_date(fields.get("pubDate") or fields.get(DC_DATE), now),
-                   author=(fields.get("author") or fields.get(DC_CREATOR) or "").strip())
+    summary, body = _summary_and_body(fields.get("description"), fields.get(CONTENT, ""),
+                                      text_of)
+    return _article(url=_absolute(link, base_url), title=text_of(fields.get("title", "")),
+                    summary=summary, body=body, guid=guid,
+                    published=_date(fields.get("pubDate") or fields.get(DC_DATE), now),
+                    author=(fields.get("author") or fields.get(DC_CREATOR) or "").strip())
+
+
+def _summary_and_body(summary: str | None, body: str, text_of: Any) -> tuple[str, str]:
+    """feedparser's convention, kept on both paths so a rule's `fields` mean the same thing:
+    an item with full content and no summary element has that content as its summary."""
+    text = text_of(body)
+    if summary is None:
+        return text, ""
+    summary = text_of(summary)
+    return summary, "" if text == summary else text
+
+
+def _article(**values: Any) -> Article | None:
+    if any(_C1.search(v) for v in values.values() if isinstance(v, str)):
+        raise _Unusual("windows-1252 characters")   # feedparser maps them to their letters
+    article = Article(**values)
+    return None if article.is_empty else article
+
+
+_C1 = re.compile("[\x80-\x9f]")
 
 
 def _atom_entry(entry: Any, base_url: str, now: datetime, text_of: Any) -> Article | None:
     for child in entry:
         _check(child.tag, _ATOM_KNOWN)
+        if len(child) and child.tag not in _ATOM_KNOWN:
+            raise _Unusual(f"markup inside <{child.tag}>")   # media:content's description...
     if not any((child.text or len(child) or child.get("href") or child.get("src"))
                for child in entry.iterchildren(f"{ATOM}link", f"{ATOM}id", f"{ATOM}title",
                                                f"{ATOM}summary", f"{ATOM}content")):
@@ -145,18 +169,56 @@ def _atom_entry(entry: Any, base_url: str, now: datetime, text_of: Any) -> Artic
                   if link.get("rel", "alternate") == "alternate"]
     if not alternates or not alternates[0] or len(links) != len(alternates):
         raise _Unusual("no plain alternate link")   # feedparser's link choice is subtle
-    base = entry.get("{http://www.w3.org/XML/1998/namespace}base") or base_url
-    summary = text_of(_atom_text(entry.find(f"{ATOM}summary")))
-    body = text_of(_atom_text(entry.find(f"{ATOM}content")))
+    summary_element = entry.find(f"{ATOM}summary")
+    summary, body = _summary_and_body(
+        None if summary_element is None else _atom_text(summary_element),
+        _atom_text(entry.find(f"{ATOM}content")), text_of)
     author = entry.find(f"{ATOM}author")
-    return Article(url=_absolute(alternates[0], base),
+    return _article(url=_absolute(_resolved(links[0]), base_url),
                    title=text_of(_atom_text(entry.find(f"{ATOM}title"))), summary=summary,
-                   body="" if body == summary else body,
-                   guid=(entry.findtext(f"{ATOM}id") or "").strip() or None,
+                   body=body, guid=_atom_id(entry),
                    published=_date(entry.findtext(f"{ATOM}published") or
                                    entry.findtext(f"{ATOM}updated"), now),
                    author=(author.findtext(f"{ATOM}name") or "").strip()
                    if author is not None else "")
+
+
+XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+
+
+def _xml_base(element: Any) -> str:
+    """The xml:base in force at `element`: each ancestor's resolved against its parent's."""
+    chain = [node.get(XML_BASE) for node in reversed(list(element.iterancestors()))]
+    chain.append(element.get(XML_BASE))
+    base = ""
+    for value in chain:
+        if value:
+            base = urljoin(base, value.strip())
+    return base
+
+
+def _resolved(link: Any) -> str:
+    """A link's href against the xml:base in force, as feedparser reads it."""
+    href = (link.get("href") or "").strip()
+    base = _xml_base(link)
+    try:
+        return urljoin(base, href) if base else href
+    except ValueError:
+        raise _Unusual("malformed link") from None
+
+
+def _atom_id(entry: Any) -> str | None:
+    """The entry's id, resolved against xml:base as feedparser resolves it, so an item keeps
+    its identity whichever path reads the feed."""
+    element = entry.find(f"{ATOM}id")
+    value = (element.text or "").strip() if element is not None else ""
+    if not value:
+        return None
+    base = _xml_base(element)
+    try:
+        return urljoin(base, value).strip() if base else value
+    except ValueError:
+        raise _Unusual("malformed id") from None
 
 
 def _atom_text(element: Any) -> str:

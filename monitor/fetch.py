@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import ssl
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -111,7 +112,8 @@ class Fetcher:
                   last_modified: str | None = None) -> FetchResult:
         """GET with conditional headers, following at most max_redirects redirects."""
         headers = {"Accept": "application/rss+xml, application/atom+xml, application/feed+json, "
-                             "application/xml;q=0.9, text/html;q=0.8, */*;q=0.5"}
+                             "application/xml;q=0.9, text/html;q=0.8, */*;q=0.5",
+                   "Accept-Encoding": "gzip, deflate"}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -119,6 +121,8 @@ class Fetcher:
         try:
             async with asyncio.timeout(self.settings.deadline):
                 return await self._follow(url, headers)
+        except (httpx.InvalidURL, ValueError) as exc:   # "http://0177.0.0.1/", "http://[oops"
+            raise FetchError(f"unusable URL {url[:200]!r}: {exc}") from None
         except TimeoutError:
             raise FetchError(f"no complete answer within {self.settings.deadline:g} s "
                              f"(overall deadline)") from None
@@ -162,18 +166,76 @@ class Fetcher:
                            not_modified=response.status_code == 304), None
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
+        """The body, decoded here in bounded steps: httpx would inflate each received chunk
+        whole (through every layer of a stacked coding) before anything could count it."""
         limit = self.settings.max_bytes
         declared = response.headers.get("content-length", "")
-        encoded = "content-encoding" in response.headers
-        if declared.isdigit() and int(declared) > limit and not encoded:
+        decoder = BoundedDecoder(response.headers.get("content-encoding", ""), limit)
+        if declared.isdigit() and int(declared) > limit and not decoder.encoded:
             raise FetchError(f"response of {int(declared):,} bytes exceeds the {limit:,}-byte cap")
-        chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise FetchError(f"response exceeds the {limit:,}-byte cap (decoded)")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        async for chunk in response.aiter_raw():
+            decoder.feed(chunk)
+        return decoder.finish()
+
+
+class BoundedDecoder:
+    """One content coding (gzip, deflate or identity) inflated at most `limit` bytes at a time.
+
+    Stacked codings ("gzip, gzip") are refused: no real server needs them, and each layer
+    multiplies what a few kilobytes can expand to.
+    """
+
+    def __init__(self, content_encoding: str, limit: int) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",")
+                   if c.strip() and c.strip().lower() != "identity"]
+        if len(codings) > 1:
+            raise FetchError(f"refused: stacked content codings ({content_encoding}); one "
+                             f"coding at most is accepted")
+        coding = codings[0] if codings else ""
+        if coding not in _CODINGS:
+            raise FetchError(f"unsupported content coding '{coding}'")
+        self.encoded = bool(coding)
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+        self._inflate = zlib.decompressobj(_CODINGS[coding]) if coding else None
+        self._raw_deflate = coding == "deflate"
+
+    def feed(self, data: bytes) -> None:
+        if self._inflate is None:
+            self._keep(data)
+            return
+        try:
+            while data:
+                out = self._inflate.decompress(data, 64 * 1024)
+                self._keep(out)
+                data = self._inflate.unconsumed_tail
+                if self._inflate.eof:
+                    break
+        except zlib.error as exc:
+            if self._raw_deflate and self.size == 0:
+                # "deflate" is zlib-wrapped by the standard and raw in some servers: retry raw.
+                self._inflate, self._raw_deflate = zlib.decompressobj(-zlib.MAX_WBITS), False
+                self.feed(data)
+                return
+            raise FetchError(f"cannot decode the response body: {exc}") from None
+
+    def _keep(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise FetchError(f"response exceeds the {self.limit:,}-byte cap (decoded)")
+        if data:
+            self.chunks.append(data)
+
+    def finish(self) -> bytes:
+        if self._inflate is not None:
+            self._keep(self._inflate.flush(64 * 1024))
+        return b"".join(self.chunks)
+
+
+# zlib window settings: 16 + MAX_WBITS reads a gzip header; MAX_WBITS a zlib stream.
+_CODINGS = {"": 0, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+            "deflate": zlib.MAX_WBITS}
 
 
 def _check_scheme(url: str) -> None:

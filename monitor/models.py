@@ -31,6 +31,11 @@ class Article:
     published: datetime | None = None
     author: str = ""
 
+    @property
+    def is_empty(self) -> bool:
+        """Nothing to identify or match it by (an item with only an author is not news)."""
+        return not (self.url or self.guid or self.title or self.summary or self.body)
+
 
 @dataclass(frozen=True)
 class Hit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import html
 import json
+import logging
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +24,8 @@ from lxml import etree
 from monitor.errors import ParseError
 from monitor.fastfeed import parse_fast
 from monitor.models import Article
+
+log = logging.getLogger("monitor.parse")
 
 _TRACKING = re.compile(r"^(utm_.*|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|_ga|igshid)$", re.I)
 _BLOCKS = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
@@ -52,10 +55,34 @@ def clean_text(text: str) -> str:
     return _NUL.sub("", text)
 
 
-_HIDDEN = re.compile(r"<(script|style|noscript|template|iframe|svg|head)\b.*?</\1\s*>|<!--.*?-->",
-                     re.S | re.I)
-_BLOCK_TAG = re.compile(r"</?(?:%s)\b[^>]*>" % "|".join(sorted(_BLOCKS)), re.I)
-_TAG = re.compile(r"</?[A-Za-z!][^>]*>")
+_HIDDEN_NAMES = ("script", "style", "noscript", "template", "iframe", "svg", "head")
+_HIDDEN_OPEN = re.compile(r"<(%s)\b|<!--" % "|".join(_HIDDEN_NAMES), re.I)
+_HIDDEN_CLOSE = {name: re.compile(r"</%s\s*>" % name, re.I) for name in _HIDDEN_NAMES}
+_COMMENT_CLOSE = re.compile("-->")
+# `[^<>]*`, not `[^>]*`: a tag never spans another "<", and the scan of each candidate stops
+# at the next one, so a page of a million unclosed "<p" costs linear, not quadratic, time.
+_BLOCK_TAG = re.compile(r"</?(?:%s)\b[^<>]*>" % "|".join(sorted(_BLOCKS)), re.I)
+_TAG = re.compile(r"</?[A-Za-z!][^<>]*>")
+
+
+def _strip_hidden(fragment: str) -> str:
+    """Drop comments and invisible elements, in one forward pass.
+
+    Each opening is followed by one search for its own closing tag; an element that is never
+    closed hides the rest of the fragment (as a browser would), so no text is scanned twice.
+    """
+    out: list[str] = []
+    pos = 0
+    while (opening := _HIDDEN_OPEN.search(fragment, pos)) is not None:
+        out += [fragment[pos:opening.start()], " "]
+        name = opening.group(1)
+        closer = _COMMENT_CLOSE if name is None else _HIDDEN_CLOSE[name.lower()]
+        closing = closer.search(fragment, opening.end())
+        if closing is None:
+            return "".join(out)
+        pos = closing.end()
+    out.append(fragment[pos:])
+    return "".join(out)
 
 
 def html_to_text(fragment: str) -> str:
@@ -63,10 +90,11 @@ def html_to_text(fragment: str) -> str:
 
     Feed markup is small and simple; removing hidden elements and tags with expressions is an
     order of magnitude faster than building a tree, and the text is escaped again on output.
+    Every step is linear in the size of the fragment, whatever it holds.
     """
     if "<" not in fragment and "&" not in fragment:
         return clean_text(" ".join(fragment.split()))
-    text = _HIDDEN.sub(" ", fragment)
+    text = _strip_hidden(fragment)
     text = _BLOCK_TAG.sub("\n", text)
     text = html.unescape(_TAG.sub("", text))
     lines = (" ".join(line.split()) for line in text.split("\n"))
@@ -114,26 +142,38 @@ def parse_xml_feed(body: bytes, content_type: str, base_url: str, now: datetime)
     return [a for a in articles if a is not None]
 
 
+def joined(base: str, link: str) -> str | None:
+    """`link` made absolute against `base`; None (logged) when it is not a URL at all."""
+    if not link:
+        return ""
+    try:
+        return urljoin(base, link)
+    except ValueError as exc:              # "http://[oops/2": a broken IPv6 host
+        log.warning("item skipped: its link %r is not a URL (%s)", link[:200], exc)
+        return None
+
+
 def _from_entry(entry: Any, base_url: str, now: datetime) -> Article | None:
     link = entry.get("link") or ""
     if not link:
         link = next((each.get("href", "") for each in entry.get("links", [])
                      if each.get("href")), "")
-    url = urljoin(base_url, link) if link else ""
+    url = joined(base_url, link)
+    if url is None:
+        return None
     title = html_to_text(entry.get("title", "") or "")
     summary = html_to_text(entry.get("summary", "") or "")
     contents = [c.get("value", "") for c in entry.get("content", []) or []]
     body = html_to_text("\n".join(contents)) if contents else ""
     if body == summary:
         body = ""
-    guid = entry.get("id") or None
-    if not any(entry.get(key) for key in ("link", "links", "id", "title", "summary", "content")):
-        return None                 # an entry with only an author, say, is not news
+    guid = (entry.get("id") or "").strip() or None
     when = entry.get("published_parsed") or entry.get("updated_parsed")
     published = _struct_time(when, now)
-    return Article(url=url, title=title, summary=summary, body=body,
-                   guid=clean_text(guid) if guid else None, published=published,
-                   author=clean_text(entry.get("author", "") or ""))
+    article = Article(url=url, title=title, summary=summary, body=body,
+                      guid=clean_text(guid) if guid else None, published=published,
+                      author=clean_text(entry.get("author", "") or ""))
+    return None if article.is_empty else article
 
 
 def _struct_time(value: Any, now: datetime) -> datetime | None:
@@ -170,9 +210,10 @@ def _from_json_item(item: dict[str, Any], base_url: str, now: datetime) -> Artic
     body = html_to_text(str(item.get("content_html") or "")) or clean_text(
         str(item.get("content_text") or ""))
     summary = clean_text(str(item.get("summary") or ""))
-    if not (url or guid):
+    absolute = joined(base_url, url)
+    if not (url or guid) or absolute is None:
         return None
-    return Article(url=urljoin(base_url, url) if url else "", title=title, summary=summary,
+    return Article(url=absolute, title=title, summary=summary,
                    body=body, guid=guid, published=_iso_time(item.get("date_published"), now))
 
 
@@ -198,7 +239,9 @@ def parse_listing(body: bytes, base_url: str, links: str, title: str | None,
             href = anchor.get("href")
             if not isinstance(href, str) or href.startswith(("#", "javascript:", "mailto:")):
                 continue
-            url = urljoin(base_url, href)
+            url = joined(base_url, href)
+            if not url:
+                continue
             label = block.select_one(title) if title and item else None
             text = " ".join((label or anchor).get_text(" ").split())
             if url not in out and text:

@@ -67,7 +67,7 @@ def log_problems(problems: list[Problem]) -> None:
 async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
                   store: Store | None = None) -> AsyncIterator[Context]:
     """The context a cycle runs in; network clients are closed on the way out."""
-    store = store or open_store(settings.database)
+    store = store or open_store(settings.database_url())
     fetcher = Fetcher(settings.fetch, settings.allow_private_networks)
     http = make_client(settings.fetch, settings.allow_private_networks)
     channel_context = ChannelContext(settings.smtp, http, Templates(settings.templates), out,

@@ -9,6 +9,8 @@ Times are stored as naive UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
+import re
+
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -447,6 +449,11 @@ class Store:
         return {"articles": articles, "alerts": alerts, "matches": matches}
 
 
+def masked_credentials(text: str) -> str:
+    from monitor.redact import masked_credentials as mask
+    return re.sub(r"[a-z][a-z0-9+.-]*://\S+", lambda m: mask(m.group(0)), text)
+
+
 def open_store(url: str, upgrade: bool = True) -> Store:
     """Open the database; a new one gets the schema, an old one must be upgraded first."""
     from monitor import migrations
@@ -454,5 +461,6 @@ def open_store(url: str, upgrade: bool = True) -> Store:
     try:
         migrations.ensure_current(store.engine, upgrade_empty=upgrade)
     except OperationalError as exc:
-        raise ConfigError(f"cannot open database {url}: {exc.orig}") from None
+        raise ConfigError(f"cannot open database {masked_credentials(url)}: "
+                          f"{masked_credentials(str(exc.orig))}") from None
     return store

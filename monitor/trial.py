@@ -66,7 +66,7 @@ def _articles(settings: Settings, days: float, file: str | None,
         return [(path.name, a) for a in articles_of(body, "", str(path), now)]
     if url:
         return [(url, a) for a in asyncio.run(_fetch(settings, url, now))]
-    store = open_store(settings.database)
+    store = open_store(settings.database_url())
     return ((row.source_id, Article(row.url, row.title, row.summary, row.body, row.guid,
                                     row.published))
             for row in store.recent_articles(now - timedelta(days=days)))

@@ -12,6 +12,9 @@ import asyncio
 import smtplib
 import socket
 import ssl
+import re
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -21,10 +24,35 @@ from monitor.models import Alert
 from monitor.notify.render import Templates
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def header_safe(text: str, limit: int = 200) -> str:
-    """One line, no CR/LF (no header injection through a title), bounded length."""
-    line = " ".join(text.split())
+    """One line of plain text, bounded, that no mail library can turn back into CR/LF.
+
+    A title may arrive as an RFC 2047 encoded word ("=?utf-8?q?x=0D=0AReply-To:...?=") that
+    the e-mail library itself would decode into a line break when the header is set, so
+    encoded words are decoded first, line breaks and controls removed after, and any "=?"
+    still left is broken up so it can never be read as an encoded word again.
+    """
+    line = _decoded_words(text)
+    line = " ".join(_CONTROL.sub(" ", line).split())
+    line = line.replace("=?", "= ?")
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _decoded_words(text: str) -> str:
+    for _ in range(3):                      # words can be nested: decode until nothing changes
+        if "=?" not in text:
+            break
+        try:
+            decoded = str(make_header(decode_header(text)))
+        except (HeaderParseError, UnicodeError, LookupError, ValueError):
+            break
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def build_message(smtp: SmtpSettings, to: str, alerts: list[Alert], delivery_id: str,

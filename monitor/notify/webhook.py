@@ -9,22 +9,47 @@ redirects are not followed; 410 Gone switches the endpoint off; Retry-After is h
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import httpx
 
 from monitor.config import SubscriberSpec
 from monitor.errors import BlockedAddressError, DeliveryError
 from monitor.fetch import retry_after_seconds
+from monitor.redact import masked_text, masked_url
 from monitor.models import Alert
 from monitor.notify.render import Templates
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret ("whsec_" prefix optional)."""
-    return base64.b64decode(secret.removeprefix("whsec_"))
+    """The HMAC key of a Standard Webhooks secret ("whsec_" prefix optional).
+
+    Raises ValueError naming the problem (never echoing the secret) when it is not base64.
+    """
+    try:
+        key = base64.b64decode(secret.strip().removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the webhook secret is not valid base64 (expected 'whsec_' followed "
+                         "by base64, as Standard Webhooks secrets are)") from None
+    if not key:
+        raise ValueError("the webhook secret is empty")
+    return key
+
+
+def check_url(url: str) -> str | None:
+    """Why httpx cannot send to this URL, or None when it can."""
+    try:
+        urlsplit(url).port             # urlsplit refuses a broken IPv6 host or port
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        return f"not a usable URL: {exc}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "must be an http:// or https:// URL with a host"
+    return None
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -60,14 +85,21 @@ class WebhookChannel:
                    "webhook-timestamp": str(timestamp)}
         secret = subscriber.secret()
         if secret:
-            headers["webhook-signature"] = sign(secret, delivery_id, timestamp, body)
+            try:
+                headers["webhook-signature"] = sign(secret, delivery_id, timestamp, body)
+            except ValueError as exc:
+                raise DeliveryError(f"{subscriber.secret_env}: {exc}", permanent=True) from None
+        problem = check_url(subscriber.webhook)
+        if problem:
+            raise DeliveryError(f"webhook {masked_url(subscriber.webhook)}: {problem}",
+                                permanent=True)
         try:
             response = await self.http.post(subscriber.webhook, content=body, headers=headers,
                                              timeout=self.timeout, follow_redirects=False)
         except BlockedAddressError as exc:
             raise DeliveryError(str(exc), permanent=True) from None
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+            raise DeliveryError(f"{type(exc).__name__}: {masked_text(str(exc))}") from None
         _check(response, now)
 
 
