@@ -18,10 +18,10 @@ RUN pip install --no-cache-dir . \
  && printf 'database: sqlite:////var/lib/news-monitor/monitor.db\nrules: /etc/news-monitor/rules\nhttp_port: 8080\nhttp_host: 0.0.0.0\n' \
       > /etc/news-monitor/monitor.yaml
 
-USER monitor
+USER 10001
 WORKDIR /var/lib/news-monitor
 VOLUME ["/etc/news-monitor", "/var/lib/news-monitor"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"
+  CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
 CMD ["news-monitor", "run"]

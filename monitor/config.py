@@ -49,6 +49,11 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def written(default: Any) -> Any:
+    """A default written as it would be in the file ('10m'), parsed like a file value."""
+    return Field(default)
+
+
 class _Strict(BaseModel):
     """Base for file-backed settings: unknown keys are typos, reported as such.
 
@@ -80,8 +85,9 @@ class FetchSettings(_Strict):
     deadline: float = 60.0                  # whole request, headers to last byte
     max_bytes: int = 10_000_000             # counted on decoded bytes: a gzip bomb stops here
     max_redirects: int = 5
+    parse_deadline: float = 30.0            # parsing one feed or page, off the event loop
     user_agent: str = "news-monitor/0.1 (+https://example.invalid/news-monitor)"
-    backoff_max: Duration = Field("6h")     # ceiling of a failing source's back-off
+    backoff_max: Duration = written("6h")     # ceiling of a failing source's back-off
 
 
 # Standard Webhooks' retry schedule: after the first attempt, wait 5 s, 5 min, 30 min, 2 h,
@@ -90,7 +96,7 @@ DEFAULT_RETRY = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
 
 
 class DeliverySettings(_Strict):
-    retry: tuple[Duration, ...] = Field(DEFAULT_RETRY)
+    retry: tuple[Duration, ...] = written(DEFAULT_RETRY)
     timeout: float = 30.0
     batch: int = Field(200, ge=1)             # deliveries claimed per pass
 
@@ -108,10 +114,10 @@ class Settings(_Strict):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     allow_private_networks: bool = False
-    alert_max_age: Duration = Field("3d")     # older articles are stored and matched, not alerted
-    tick: Duration = Field("5s")              # how often the daemon looks for due sources
-    rules_poll: Duration = Field("2s")        # how often the daemon looks for edited rule files
-    job_deadline: Duration = Field("5m")      # no scheduled job runs longer than this
+    alert_max_age: Duration = written("3d")     # older articles are stored and matched, not alerted
+    tick: Duration = written("5s")              # how often the daemon looks for due sources
+    rules_poll: Duration = written("2s")        # how often the daemon looks for edited rule files
+    job_deadline: Duration = written("5m")      # no scheduled job runs longer than this
     http_port: int | None = None              # /healthz, /readyz, /metrics
     http_host: str = "127.0.0.1"              # where that endpoint listens (a container: 0.0.0.0)
     admin: str | None = None                  # subscriber told about failing sources
@@ -144,7 +150,7 @@ class SourceSpec(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     url: str
     kind: Literal["auto", "rss", "atom", "json", "html"] = "auto"
-    interval: Duration = Field("10m")
+    interval: Duration = written("10m")
     full_text: bool = False
     enabled: bool = True
     # For kind: html — CSS selectors over the listing page.
@@ -200,7 +206,7 @@ class SubscriberSpec(_Strict):
     secret_env: str | None = None            # NAME of the variable holding "whsec_..."
     rules: list[str] | Literal["*"] = "*"
     digest: DigestSpec | None = None         # absent: every alert is sent immediately
-    cooldown: Duration = Field("0s")         # time between two alerts of one rule
+    cooldown: Duration = written("0s")         # time between two alerts of one rule
 
     @model_validator(mode="after")
     def _one_channel(self) -> SubscriberSpec:

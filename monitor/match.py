@@ -8,6 +8,7 @@ groups, minimum mentions, fields, sources and co-occurrence scope. Pure: no I/O.
 from __future__ import annotations
 
 import gc
+import logging
 import re
 import unicodedata
 from bisect import bisect_right
@@ -17,6 +18,7 @@ from functools import cached_property
 from typing import Any, Iterable
 
 import ahocorasick
+import regex
 
 from monitor.models import Article, Hit, Match
 from monitor.rules import FIELDS, RuleDef, RuleSet, TermDef
@@ -34,6 +36,15 @@ _PUNCT.update({c: None for c in range(0x0591, 0x05C8) if c not in (0x05BE, 0x05C
 
 # Everything that is not a letter or digit becomes a space in the text the automaton scans.
 # ASCII text (most text, once quotes and dashes are unified) goes through a byte table.
+log = logging.getLogger("monitor.match")
+# Seconds one regex term may spend on one field of one article.
+REGEX_BUDGET = 0.25
+
+
+def _term_ids(rule: Any) -> set[int]:
+    return {tid for group in rule.all + rule.any + rule.none for tid in group.terms}
+
+
 _NON_WORD = re.compile(r"[^\w ]|_")
 _ASCII_NON_WORD = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + bytes(128)
 _SENTENCE_END = re.compile(r"(?<=[.!?…؟。])[\"')\]]*\s+(?=[^a-z\s])")
@@ -213,7 +224,8 @@ class Engine:
     _rules: list[_Rule] = field(default_factory=list)
     _term_bits: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
     _patterns: list[tuple[_Entry, ...]] = field(default_factory=list)
-    _regexes: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
+    _regexes: list[tuple[int, Any]] = field(default_factory=list)
+    timed_out: dict[int, int] = field(default_factory=dict)   # term id -> timeouts so far
     _always: list[int] = field(default_factory=list)
     _full: list[int] = field(default_factory=list)
 
@@ -265,8 +277,8 @@ class Engine:
         keyed: dict[tuple[bool, str], list[_Entry]] = defaultdict(list)
         for tid, term in enumerate(self._terms):
             if term.kind == "regex":
-                flags = 0 if term.case_sensitive else re.IGNORECASE
-                self._regexes.append((tid, re.compile(term.text, flags)))
+                flags = regex.VERSION0 | (0 if term.case_sensitive else regex.IGNORECASE)
+                self._regexes.append((tid, regex.compile(term.text, flags)))
                 continue
             prefix = term.kind == "prefix"
             for spelling in variants(term):
@@ -301,10 +313,27 @@ class Engine:
             if self._plain is not None:
                 self._scan_one(self._plain, text.plain_haystack, text.plain, text, index, hits)
             for tid, pattern in self._regexes:
-                for found in pattern.finditer(text.norm):
-                    if found.end() > found.start():
-                        hits[tid].append((index, found.start(), found.end()))
+                self._scan_regex(tid, pattern, text.norm, index, hits)
         return hits
+
+    def _scan_regex(self, tid: int, pattern: Any, text: str, index: int,
+                    hits: defaultdict[int, list[_RawHit]]) -> None:
+        """A regex term's hits, under a time budget: a pattern the load-time check let through
+        that still backtracks too long gives no hit on this text and is reported, never stalls
+        matching."""
+        found_here: list[_RawHit] = []
+        try:
+            for found in pattern.finditer(text, timeout=REGEX_BUDGET):
+                if found.end() > found.start():
+                    found_here.append((index, found.start(), found.end()))
+        except TimeoutError:
+            count = self.timed_out[tid] = self.timed_out.get(tid, 0) + 1
+            rules = ", ".join(sorted(r.rule.id for r in self._rules if tid in _term_ids(r)))
+            log.error("regex %r (rule %s) took over %g s on one text and was skipped there "
+                      "(%d time(s) so far); simplify it", self._terms[tid].text, rules,
+                      REGEX_BUDGET, count)
+            return
+        hits[tid] += found_here
 
     def _scan_one(self, automaton: Any, haystack: str, folded: str, text: _Text, index: int,
                   hits: defaultdict[int, list[_RawHit]]) -> None:

@@ -17,8 +17,9 @@ from aiohttp.resolver import ThreadedResolver
 
 from monitor.errors import BlockedAddressError
 
+# Cloud metadata and host agents: AWS/GCP/Azure IMDS, AWS IPv6 IMDS, Alibaba, Azure WireServer.
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
-             ipaddress.ip_address("100.100.100.200")}
+             ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("168.63.129.16")}
 
 
 def is_public(address: str) -> bool:
@@ -30,6 +31,8 @@ def is_public(address: str) -> bool:
             return is_public(str(embedded))
     if ip in _METADATA or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return False                   # fec0::/10: deprecated, still routed inside some sites
     return ip.is_global
 
 

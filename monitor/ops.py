@@ -26,6 +26,10 @@ async def serve_ops(host: str, port: int | None, ctx: Any, daemon: Any) -> Async
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: "
                          f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
+        except (ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+            # A request line longer than the stream's 64 KiB limit: refuse it, no traceback.
+            writer.write(b"HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\n"
+                         b"Connection: close\r\n\r\n")
         except (asyncio.TimeoutError, ConnectionError):
             pass
         finally:

@@ -8,6 +8,7 @@ plain text with one paragraph per line: rules match on words, and output escapes
 from __future__ import annotations
 
 import calendar
+import codecs
 import html
 import json
 import logging
@@ -229,9 +230,9 @@ def _iso_time(value: Any, now: datetime) -> datetime | None:
 
 
 def parse_listing(body: bytes, base_url: str, links: str, title: str | None,
-                  item: str | None) -> list[Article]:
+                  item: str | None, content_type: str = "") -> list[Article]:
     """A news site's section page: each element matched by `links` is one article."""
-    soup = BeautifulSoup(body, "lxml")
+    soup = BeautifulSoup(decode_html(body, content_type), "lxml")
     blocks = soup.select(item) if item else [soup]
     out: dict[str, Article] = {}
     for block in blocks:
@@ -249,25 +250,85 @@ def parse_listing(body: bytes, base_url: str, links: str, title: str | None,
     return list(out.values())
 
 
-def main_text(body: bytes) -> str:
+# Labels pages declare, read the way browsers read them (WHATWG Encoding): a page that says
+# ISO-8859-1 or GB2312 is really written in the larger code page that extends it.
+_SUPERSETS = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252",
+              "latin-1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252",
+              "iso-8859-9": "cp1254", "gb2312": "gb18030", "gbk": "gb18030",
+              "x-gbk": "gb18030", "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932",
+              "x-sjis": "cp932", "windows-31j": "cp932", "euc-kr": "cp949", "tis-620": "cp874",
+              "x-mac-roman": "mac_roman"}
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([\w:.-]{1,40})""", re.I)
+
+
+def _codec(label: str) -> str | None:
+    """A Python codec for a declared charset label, or None when there is no such charset."""
+    name = _SUPERSETS.get(label.strip().strip("\"'").lower(), label.strip().strip("\"'"))
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def page_encoding(body: bytes, content_type: str = "") -> str:
+    """How to decode an HTML page: byte-order mark, HTTP charset, <meta> charset, detection.
+
+    The BOM comes first, as in browsers: a file saved with one is that encoding whatever a
+    misconfigured server says.
+    """
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return name
+    declared = re.search(r"charset\s*=\s*([^;\s]+)", content_type, re.I)
+    if declared and (codec := _codec(declared.group(1))):
+        return codec
+    meta = _META_CHARSET.search(body[:4096])
+    if meta and (codec := _codec(meta.group(1).decode("ascii", "replace"))):
+        # A page declaring UTF-16 in ASCII <meta> cannot be UTF-16; browsers read UTF-8.
+        return "utf-8" if codec.startswith("utf-16") else codec
+    return _detected(body)
+
+
+def _detected(body: bytes) -> str:
+    try:
+        body[:200_000].decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+    best = from_bytes(body[:200_000]).best()
+    return (best.encoding if best is not None else None) or "utf-8"
+
+
+def decode_html(body: bytes, content_type: str = "") -> str:
+    return body.decode(page_encoding(body, content_type), errors="replace")
+
+
+def main_text(body: bytes, content_type: str = "") -> str:
     """The main text of an article page, navigation, scripts and ads left out.
 
     trafilatura does this best on real news pages (see README); when it finds nothing, the
-    paragraphs of the densest content block are the fallback.
+    paragraphs of the densest content block are the fallback. The page is decoded first by
+    its declared or detected charset (many Arabic sites still serve windows-1256).
     """
     import trafilatura   # imported here: it is slow to import and only full_text needs it
+    page = decode_html(body, content_type)
     try:
-        text = trafilatura.extract(body.decode("utf-8", errors="replace"), include_comments=False,
-                                   include_tables=False, favor_precision=False)
+        text = trafilatura.extract(page, include_comments=False, include_tables=False,
+                                   favor_precision=False)
     except Exception:  # a page that breaks the extractor still has paragraphs to fall back on
         text = None
-    return clean_text(text) if text else densest_block(body)
+    return clean_text(text) if text else densest_block(page)
 
 
-def densest_block(body: bytes) -> str:
+def densest_block(page: str | bytes) -> str:
     """Paragraphs of the block holding the most paragraph text."""
+    if isinstance(page, bytes):
+        page = decode_html(page)
     try:
-        root = lxml.html.document_fromstring(body)
+        root = lxml.html.document_fromstring(page)
     except (etree.ParserError, ValueError):
         return ""
     for bad in list(root.iter(*_DROP, "nav", "aside", "form", "footer", "header")):

@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from monitor import deliver, story
 from monitor.config import Settings, SourceSpec, SubscriberSpec
@@ -34,6 +34,7 @@ from monitor.retry import source_delay
 from monitor.store import SourceRow, Store
 
 log = logging.getLogger("monitor.pipeline")
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -168,7 +169,8 @@ async def _refresh(ctx: Context, row: SourceRow) -> SourceOutcome:
             values = _success_values(ctx, row, result, row.items_seen, 0)
             values["content_hash"] = row.content_hash
             return SourceOutcome(row.id, True, not_modified=True, state=values)
-        articles = parse_source(spec, result, ctx.now())
+        articles = await off_loop(ctx, f"parsing {row.id}", parse_source, spec, result,
+                                  ctx.now())
         if spec.full_text:
             articles = await _with_full_text(ctx, row.id, articles)
         return save(ctx, row, spec, articles, result)
@@ -179,6 +181,16 @@ async def _refresh(ctx: Context, row: SourceRow) -> SourceOutcome:
         return _record_failure(ctx, row, exc)
 
 
+async def off_loop(ctx: Context, what: str, work: Callable[..., _T], *args: Any) -> _T:
+    """CPU-heavy work (parsing, main-text extraction) in a worker thread, under a deadline,
+    so a hostile page never stalls the event loop (/healthz, other sources, job deadlines)."""
+    deadline = ctx.settings.fetch.parse_deadline
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(work, *args), deadline)
+    except asyncio.TimeoutError:
+        raise ParseError(f"{what} took longer than {deadline:g} s; given up") from None
+
+
 def body_hash(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
@@ -186,7 +198,8 @@ def body_hash(body: bytes) -> str:
 def parse_source(spec: SourceSpec, result: FetchResult, now: datetime) -> list[Article]:
     if spec.kind == "html":
         assert spec.links
-        return parse_listing(result.body, result.url, spec.links, spec.title, spec.item)
+        return parse_listing(result.body, result.url, spec.links, spec.title, spec.item,
+                             result.content_type)
     return parse_feed(result.body, spec.kind, result.content_type, result.url, now)
 
 
@@ -205,10 +218,11 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
             return article
         try:
             page = await ctx.fetcher.get(article.url)
-        except FetchError as exc:
+            text = await off_loop(ctx, f"main text of {article.url}", main_text, page.body,
+                                  page.content_type)
+        except (FetchError, ParseError) as exc:
             log.warning("full text of %s: %s", article.url, exc)
             return article
-        text = main_text(page.body)
         if not text:
             return article
         return Article(article.url, article.title, article.summary, text, article.guid,
@@ -279,8 +293,21 @@ def _identity(article: Article) -> tuple[str | None, str | None]:
     if not guid and not canonical:
         # Neither a GUID nor a link: the text is the only identity the item has.
         guid = "sha1:" + hashlib.sha1(f"{article.title}\n{article.summary}".encode()).hexdigest()
-    return (clean_text(guid)[:2000] if guid else None,
-            clean_text(canonical) if canonical else None)
+    return (index_key(clean_text(guid)) if guid else None,
+            index_key(clean_text(canonical)) if canonical else None)
+
+
+# PostgreSQL refuses a btree index entry over ~2,700 bytes, and that failure would take the
+# feed's whole transaction with it; keys longer than this are stored as a prefix plus a hash.
+KEY_BYTES = 2000
+
+
+def index_key(value: str) -> str:
+    """`value` itself when it fits an index entry, else a prefix and a hash of the whole."""
+    if len(value) <= KEY_BYTES // 4 or len(value.encode()) <= KEY_BYTES:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    return value[:200] + "#sha256:" + digest
 
 
 def article_values(source_id: str, article: Article, now: datetime,

@@ -170,14 +170,19 @@ class RuleFileModel(_Strict):
 
 # --- regex safety -----------------------------------------------------------------------------
 
-_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT,
+            sre_constants.POSSESSIVE_REPEAT)
+_WILD = "*"            # a first character that could be anything
 
 
 def check_regex(pattern: str) -> None:
-    """Refuse a regex that does not compile or that can backtrack without end.
+    """Refuse a regex that does not compile or whose backtracking can explode.
 
-    Nested unbounded repetition ("(a+)+", "(\\w*)*") and back-references are the shapes behind
-    catastrophic backtracking; refusing them at load time keeps one rule from stalling matching.
+    Refused shapes: a repetition inside another repetition ("(a+)+", "(\\w*)*", and also a
+    counted one such as "(.*,){20}", polynomial of degree 20), a back-reference, and an
+    alternation under a repetition whose branches can start alike ("(a|a)*", "(a|ab)*").
+    Atomic groups and possessive repeats are looked into like any other group. Matching
+    also runs under a time budget (match.py), for whatever shape this misses.
     """
     try:
         re.compile(pattern)
@@ -186,32 +191,62 @@ def check_regex(pattern: str) -> None:
         raise ValueError(f"regex '{pattern}' does not compile: {exc}") from None
     if len(pattern) > 500:
         raise ValueError("regex longer than 500 characters")
-    if _runaway(list(parsed), inside_repeat=False):
-        raise ValueError(f"regex '{pattern}' can run away (a repeated group holds another "
-                         f"repetition or a back-reference); simplify it or use keywords")
+    reason = _runaway(list(parsed), inside_repeat=False)
+    if reason:
+        raise ValueError(f"regex '{pattern}' can run away ({reason}); simplify it, or use "
+                         f"keywords with `within:`")
 
 
-def _runaway(items: list[Any], inside_repeat: bool) -> bool:
+def _runaway(items: list[Any], inside_repeat: bool) -> str | None:
+    """Why this parsed pattern can backtrack without end, or None."""
     for op, arg in items:
+        reason = None
         if op in _REPEATS:
             low, high, sub = arg
             unbounded = high == sre_constants.MAXREPEAT or high > 100
             if inside_repeat and unbounded:
-                return True
-            if _runaway(list(sub), inside_repeat or unbounded):
-                return True
+                return "a repetition inside another repetition"
+            reason = _runaway(list(sub), inside_repeat or high > 1)
         elif op == sre_constants.GROUPREF:
-            return True
+            return "a back-reference"
         elif op == sre_constants.SUBPATTERN:
-            if _runaway(list(arg[-1]), inside_repeat):
-                return True
+            reason = _runaway(list(arg[-1]), inside_repeat)
+        elif op == sre_constants.ATOMIC_GROUP:
+            reason = _runaway(list(arg), inside_repeat)
         elif op == sre_constants.BRANCH:
-            if any(_runaway(list(branch), inside_repeat) for branch in arg[1]):
-                return True
+            if inside_repeat and _branches_overlap(arg[1]):
+                return "repeated alternatives that can match the same text"
+            reason = next(filter(None, (_runaway(list(b), inside_repeat) for b in arg[1])), None)
         elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-            if _runaway(list(arg[1]), inside_repeat):
-                return True
+            reason = _runaway(list(arg[1]), inside_repeat)
+        if reason:
+            return reason
+    return None
+
+
+def _branches_overlap(branches: list[Any]) -> bool:
+    seen: set[str] = set()
+    for branch in branches:
+        first = _first_chars(list(branch))
+        if first & seen or (_WILD in first and seen) or (_WILD in seen and first):
+            return True
+        seen |= first
     return False
+
+
+def _first_chars(items: list[Any]) -> set[str]:
+    """The characters a parsed sequence can start with ("" for the empty match)."""
+    for op, arg in items:
+        if op == sre_constants.AT:
+            continue                                    # anchors take no character
+        if op == sre_constants.LITERAL:
+            return {chr(arg).lower()}
+        if op == sre_constants.SUBPATTERN:
+            return _first_chars(list(arg[-1])) or {""}
+        if op == sre_constants.BRANCH:
+            return set().union(*(_first_chars(list(b)) for b in arg[1]))
+        return {_WILD}
+    return {""}
 
 
 # --- loading a directory ----------------------------------------------------------------------

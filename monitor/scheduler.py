@@ -32,17 +32,24 @@ class RuleWatcher:
         self.files = files
         self.directory = ctx.settings.rules
         self.seen = rules_fingerprint(self.directory)
+        self.failed: tuple[tuple[str, int, int], ...] | None = None
 
     def poll(self) -> bool:
         """Reload if anything changed; True when a new rule set went into service."""
         current = rules_fingerprint(self.directory)
-        if current == self.seen:
+        if current in (self.seen, self.failed):
             return False
-        self.seen = current
-        ruleset, problems, files = load_rules(self.directory, self.files)
+        try:
+            ruleset, problems, files = load_rules(self.directory, self.files)
+            engine = Engine(ruleset)
+        except Exception:  # a loader bug must not freeze the rules: the next edit retries
+            self.failed = current
+            log.exception("rules reload failed; the rules in service are unchanged")
+            return False
+        # Recorded only now: a state that never went into service is never taken as seen.
+        self.seen, self.failed = current, None
         for problem in problems:
             log.error("rules not reloaded from this file, last good version kept: %s", problem)
-        engine = Engine(ruleset)
         self.files = files
         self.ctx.rules.engine = engine          # one assignment: the swap is atomic
         self.ctx.rules.version += 1

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
-                        bindparam, event, func, or_, union, update)
+                        bindparam, case, event, func, or_, union, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -244,9 +244,17 @@ class Store:
                 values = dict(id=spec.id, url=spec.url, kind=spec.kind, interval=spec.interval,
                               next_due=now)
                 statement = self.insert(SourceRow).values(**values)
+                table = SourceRow.__table__
+                # A new URL is a new start: a source switched off by 410 Gone, or backed off
+                # after failures, at its old address is polled again at once at the new one.
+                moved = table.c.url != statement.excluded.url
+                fresh = {name: case((moved, value), else_=table.c[name]) for name, value in (
+                    ("disabled", False), ("consecutive_failures", 0), ("next_due", now),
+                    ("last_error", None), ("etag", None), ("last_modified", None),
+                    ("content_hash", None))}
                 statement = statement.on_conflict_do_update(
                     index_elements=["id"],
-                    set_=dict(url=spec.url, kind=spec.kind, interval=spec.interval))
+                    set_=dict(fresh, url=spec.url, kind=spec.kind, interval=spec.interval))
                 session.execute(statement)
 
     def claim_due_sources(self, ids: Sequence[str], now: datetime, owner: str,

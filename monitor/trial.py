@@ -15,7 +15,7 @@ from monitor.errors import ConfigError, MonitorError, ParseError
 from monitor.fetch import Fetcher
 from monitor.match import Engine
 from monitor.models import Article, Match
-from monitor.parse import main_text, parse_feed, sniff
+from monitor.parse import decode_html, main_text, parse_feed, sniff
 from monitor.rules import RuleSet, load_rules
 from monitor.store import open_store
 
@@ -82,8 +82,8 @@ def articles_of(body: bytes, content_type: str, where: str, now: datetime) -> li
     """A feed gives its items; an HTML page its main text; plain text is title + body."""
     kind = sniff(body, content_type)
     if kind == "html" or where.endswith((".html", ".htm")):
-        text = main_text(body)
-        title = _html_title(body)
+        text = main_text(body, content_type)
+        title = _html_title(decode_html(body, content_type))
         return [Article(url=where if "://" in where else "", title=title, body=text)]
     if where.endswith(".txt") or not body.lstrip().startswith((b"<", b"{")):
         title, _, text = body.decode("utf-8", errors="replace").partition("\n")
@@ -94,7 +94,7 @@ def articles_of(body: bytes, content_type: str, where: str, now: datetime) -> li
         raise MonitorError(f"{where}: {exc}") from None
 
 
-def _html_title(body: bytes) -> str:
+def _html_title(body: str) -> str:
     import lxml.html
     try:
         found = lxml.html.document_fromstring(body).findtext(".//title")

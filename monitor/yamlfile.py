@@ -67,6 +67,11 @@ class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
         yield result
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict, set)):
+                self._problem(key_node, "a key must be a plain word or number, not a "
+                                        f"{'list' if isinstance(key, list) else 'mapping'}; "
+                                        "this entry is left out")
+                continue
             if key in result.key_lines:
                 self._problem(key_node, f"duplicate key '{key}' (first at line "
                                         f"{result.key_lines[key]}); YAML would keep only the last")

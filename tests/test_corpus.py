@@ -121,7 +121,7 @@ def test_fast_path_gives_the_same_articles_as_feedparser() -> None:
         if len(fast) != len(slow):
             differences.append((str(path), "count", len(fast), len(slow)))
             continue
-        for one, other in zip(fast, slow):
+        for one, other in zip(fast, slow, strict=True):
             differences += [(str(path), name, getattr(one, name), getattr(other, name))
                             for name in FIELDS if getattr(one, name) != getattr(other, name)]
     assert answered > 500

@@ -19,7 +19,8 @@ from servers import FeedServer, WebhookReceiver
 JSON_FEED = {"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": [
     {"id": "j1", "url": "https://j.example.org/1", "title": "Hamas and the truce",
      "content_html": "<p>Hamas accepted a truce on Monday.</p>",
-     "date_published": "2026-11-25T09:00:00Z"},
+     # Recent whatever the day the suite runs: older items are stored but not alerted.
+     "date_published": (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()},
     {"id": "j2", "url": "https://j.example.org/2", "title": "Other", "content_text": "Nothing."}]}
 
 LISTING = """<html><body><nav><a href="/about">About</a></nav>

@@ -43,7 +43,7 @@ def secret_key(secret: str) -> bytes:
 def check_url(url: str) -> str | None:
     """Why httpx cannot send to this URL, or None when it can."""
     try:
-        urlsplit(url).port             # urlsplit refuses a broken IPv6 host or port
+        _ = urlsplit(url).port         # urlsplit refuses a broken IPv6 host or port
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
         return f"not a usable URL: {exc}"
