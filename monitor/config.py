@@ -217,7 +217,9 @@ class SubscriberSpec(_Strict):
         if self.email and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email):
             raise ValueError(f"'{self.email}' is not an e-mail address")
         if self.webhook and not re.match(r"^https?://[^/\s]+", self.webhook, re.IGNORECASE):
-            raise ValueError(f"webhook '{self.webhook}' must start with http:// or https://")
+            from monitor.redact import masked_url   # the path may be the token: never shown
+            raise ValueError(f"webhook '{masked_url(self.webhook)}' must start with http:// "
+                             f"or https://")
         return self
 
     @property

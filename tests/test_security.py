@@ -312,6 +312,11 @@ def test_webhook_tokens_stay_out_of_errors_listings_and_logs(workdir: Workdir,
     shown = result.stdout + result.stderr + listing.stdout + listing.stderr + (error or "")
     assert error
     assert "SECRETTOKEN" not in shown and "SECRETKEY" not in shown
+    workdir.subscribers = [{"name": "typo", "webhook": token_url.replace("http:", "htps:")},
+                           {"name": "octal", "webhook": "http://0177.0.0.1/T1/SECRETTOKEN"}]
+    check = workdir.cli("check")
+    assert "typo" in check.stdout and "octal" in check.stdout
+    assert "SECRETTOKEN" not in check.stdout + check.stderr
 
 
 def test_unset_smtp_password_variable_is_reported_by_check(workdir: Workdir) -> None:
