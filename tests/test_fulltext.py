@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
+
+import pytest
 
 from conftest import CORPORA, Workdir, rss
 from monitor.parse import main_text
@@ -67,3 +70,55 @@ def test_full_text_source_matches_on_the_article_page(workdir: Workdir, feeds: F
     workdir.cli("once")
     pages = [path for path, _ in feeds.hits if path.startswith("/articles/")]
     assert pages.count("/articles/talks?full") == 1 and pages.count("/articles/other") == 1
+
+
+# --- charsets: HTTP header, byte-order mark, <meta>, detection -------------------------------
+
+ARABIC = "أعلنت حركة حماس موافقتها على هدنة إنسانية في قطاع غزة لمدة أربعة أيام. "
+CHINESE = "加沙停火协议今天生效，哈马斯同意释放部分人质，以色列释放巴勒斯坦囚犯。"
+JAPANESE = "ガザ地区で停戦が発効し、ハマスは人質の一部を解放した。交渉は続いている。"
+FRENCH = "Le café crème coûte trois euros à Montréal, précise le négociateur égyptien. "
+
+
+def page(text: str, head: str = "") -> str:
+    paragraphs = "".join(f"<p>{text * 3}</p>" for _ in range(4))
+    return (f"<html><head>{head}<title>t</title></head><body><nav>Menu</nav>"
+            f"<article>{paragraphs}</article></body></html>")
+
+
+@pytest.mark.parametrize("encoding, text, content_type, head", [
+    ("iso-8859-1", FRENCH, "text/html; charset=ISO-8859-1", ""),           # HTTP header
+    ("iso-8859-1", FRENCH, "text/html", '<meta charset="iso-8859-1">'),     # <meta charset>
+    ("windows-1256", ARABIC, "text/html",
+     '<meta http-equiv="Content-Type" content="text/html; charset=windows-1256">'),
+    ("windows-1256", ARABIC, "text/html; charset=windows-1256", ""),
+    ("gb2312", CHINESE, "text/html", '<meta charset="gb2312">'),
+    ("gb2312", CHINESE, "text/html", ""),                                   # detection
+    ("shift_jis", JAPANESE, "text/html; charset=Shift_JIS", ""),
+    ("shift_jis", JAPANESE, "text/html", ""),                               # detection
+    ("windows-1256", ARABIC, "text/html", ""),                              # detection
+])
+def test_article_pages_decode_by_their_charset(encoding: str, text: str, content_type: str,
+                                               head: str) -> None:
+    body = page(text, head).encode(encoding)
+    extracted = main_text(body, content_type)
+    assert text.split()[0] in extracted and text.strip()[-8:] in extracted
+    assert "\ufffd" not in extracted
+
+
+def test_a_byte_order_mark_decides_over_a_wrong_header() -> None:
+    body = b"\xef\xbb\xbf" + page(ARABIC).encode("utf-8")
+    assert ARABIC.split()[1] in main_text(body, "text/html; charset=iso-8859-1")
+
+
+def test_a_windows_1256_page_through_full_text_matches_an_arabic_rule(
+        workdir: Workdir, feeds: FeedServer) -> None:
+    article = feeds.put("/ar/1", page(ARABIC).encode("windows-1256"),
+                        content_type="text/html; charset=windows-1256")
+    feeds.put("/ar.xml", rss([{"title": "خبر", "link": article}]))
+    workdir.sources = [{"id": "ar", "url": feeds.base + "/ar.xml", "full_text": True}]
+    result = workdir.cli("once")
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(workdir.path / "monitor.db") as db:
+        [(body,)] = db.execute("SELECT body FROM articles").fetchall()
+    assert "حماس" in body and "\ufffd" not in body
