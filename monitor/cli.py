@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:             # `news-monitor ... | head`: the reader has gone
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "days (default 7)")
     test.add_argument("--file", help="a text, HTML or feed file instead of stored articles")
     test.add_argument("--url", help="a page or feed URL instead of stored articles")
+    test.add_argument("--labels", metavar="FILE", help="labelled examples (TSV/CSV with text "
+                      "and label columns): print precision, recall, F1 and every error")
+    test.add_argument("--text-column", default="text", help="the labels file's text column "
+                      "(default: text)")
+    test.add_argument("--json", action="store_true", help="with --labels: JSON output")
     deliveries = command("deliveries", cmd_deliveries, "list pending, failed and dead "
                          "deliveries, or retry them")
     deliveries.add_argument("action", nargs="?", choices=("list", "retry"), default="list")
@@ -196,6 +205,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_test_rule(args: argparse.Namespace) -> int:
     from monitor.trial import run_trial
     settings = settings_of(args)
+    if args.labels:
+        from monitor.trial import run_labelled
+        return run_labelled(settings, args.rule_id, Path(args.labels), args.text_column,
+                            args.json, sys.stdout)
     return run_trial(settings, args.rule_id, args.days, args.file, args.url, sys.stdout)
 
 

@@ -34,8 +34,6 @@ _PUNCT.update({c: None for c in (0x00AD, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF,
 _PUNCT.update({c: None for c in [*range(0x064B, 0x0660), 0x0670]})
 _PUNCT.update({c: None for c in range(0x0591, 0x05C8) if c not in (0x05BE, 0x05C0, 0x05C3, 0x05C6)})
 
-# Everything that is not a letter or digit becomes a space in the text the automaton scans.
-# ASCII text (most text, once quotes and dashes are unified) goes through a byte table.
 log = logging.getLogger("monitor.match")
 # Seconds one regex term may spend on one field of one article.
 REGEX_BUDGET = 0.25
@@ -45,6 +43,8 @@ def _term_ids(rule: Any) -> set[int]:
     return {tid for group in rule.all + rule.any + rule.none for tid in group.terms}
 
 
+# Everything that is not a letter or digit becomes a space in the text the automaton scans.
+# ASCII text (most text, once quotes and dashes are unified) goes through a byte table.
 _NON_WORD = re.compile(r"[^\w ]|_")
 _ASCII_NON_WORD = bytes(c if chr(c).isalnum() else 32 for c in range(128)) + bytes(128)
 _SENTENCE_END = re.compile(r"(?<=[.!?…؟。])[\"')\]]*\s+(?=[^a-z\s])")

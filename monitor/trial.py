@@ -6,6 +6,8 @@ This is how an admin tries an edit before subscribers see it: nothing is stored 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, TextIO
@@ -16,20 +18,13 @@ from monitor.fetch import Fetcher
 from monitor.match import Engine
 from monitor.models import Article, Match
 from monitor.parse import decode_html, main_text, parse_feed, sniff
-from monitor.rules import RuleSet, load_rules
+from monitor.rules import RuleDef, RuleSet, load_rules
 from monitor.store import open_store
 
 
 def run_trial(settings: Settings, rule_id: str, days: float, file: str | None,
               url: str | None, out: TextIO) -> int:
-    ruleset, problems, _ = load_rules(settings.rules)
-    for problem in problems:
-        print(f"warning: {problem}", file=out)
-    rule = ruleset.get(rule_id)
-    if rule is None:
-        raise ConfigError(f"no rule '{rule_id}' in {settings.rules} (rules: "
-                          f"{', '.join(sorted(ruleset.ids)) or 'none'})")
-    engine = Engine(RuleSet((rule,)))
+    engine = Engine(RuleSet((_rule(settings, rule_id, out),)))
     articles = _articles(settings, days, file, url)
     subscribers, _ = load_subscribers(settings.subscribers)
     followers = sum(1 for s in subscribers if s.follows(rule_id))
@@ -43,6 +38,32 @@ def run_trial(settings: Settings, rule_id: str, days: float, file: str | None,
           f"subscriber(s) following it, that is {matched * followers} alert(s) "
           f"(before story grouping)", file=out)
     return 0
+
+
+def run_labelled(settings: Settings, rule_id: str, labels: Path, text_column: str,
+                 as_json: bool, out: TextIO) -> int:
+    """`test-rule RULE --labels FILE`: the rule's figures and errors on labelled examples."""
+    from monitor.evaluate import evaluate, print_evaluation, read_examples
+    engine = Engine(RuleSet((_rule(settings, rule_id, out),)))
+    examples, skipped = read_examples(labels, text_column)
+    result = evaluate(engine, rule_id, examples, str(labels), skipped)
+    if as_json:
+        json.dump(result.as_dict(), out, ensure_ascii=False, indent=1)
+        out.write("\n")
+    else:
+        print_evaluation(result, out)
+    return 0
+
+
+def _rule(settings: Settings, rule_id: str, out: TextIO) -> RuleDef:
+    ruleset, problems, _ = load_rules(settings.rules)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    rule = ruleset.get(rule_id)
+    if rule is None:
+        raise ConfigError(f"no rule '{rule_id}' in {settings.rules} (rules: "
+                          f"{', '.join(sorted(ruleset.ids)) or 'none'})")
+    return rule
 
 
 def _print_match(out: TextIO, source_id: str, article: Article, found: Match) -> None:
