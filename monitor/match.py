@@ -60,12 +60,17 @@ def normalize(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+# Arabic letters written more than one way (hamza on alef, alef maqsura, ta marbuta): one
+# form each, one character for one, so offsets do not move.
+_ARABIC_FOLD = str.maketrans("أإآٱىة", "اااايه")
+
+
 def fold(text: str) -> str:
     """Lower-case without changing length, so offsets in folded text are offsets in the text."""
     folded = text.lower()
-    if len(folded) == len(text):
-        return folded
-    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    if len(folded) != len(text):
+        folded = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    return folded if folded.isascii() else folded.translate(_ARABIC_FOLD)
 
 
 class _MarkStripper(dict[int, int]):
@@ -97,6 +102,34 @@ def inflections(word: str) -> list[str]:
     return out
 
 
+# Clitics written onto the word: Arabic and/so, by/for/as, the; Hebrew and, that, the/in/to/
+# from/as. With `inflect: true` an admin writes the bare word once and gets every prefixed form.
+_ARABIC_PREFIXES = sorted({c + p + a for c in ("", "و", "ف") for p in ("", "ب", "ل", "ك")
+                           for a in ("", "ال")} - {"لال"} | {"لل", "ولل", "فلل"})
+_HEBREW_PREFIXES = sorted({w + s + p for w in ("", "ו") for s in ("", "ש", "כש")
+                           for p in ("", "ה", "ב", "ל", "מ", "מה", "כ")})
+_ARABIC = re.compile("[\u0600-\u06ff]")
+_HEBREW = re.compile("[\u0590-\u05ff]")
+
+
+def semitic_inflections(phrase: str) -> list[str]:
+    """Arabic or Hebrew forms of a phrase: prefixes on its first word, and for Arabic a
+    feminine ending written ة or ه (folded alike) also before suffixes (هدنة -> هدنتين)."""
+    first, _, rest = phrase.partition(" ")
+    tail = f" {rest}" if rest else ""
+    if _ARABIC.search(first):
+        stems = [first]
+        if first.endswith(("ة", "ه")) and not rest:
+            stems += [first[:-1] + ending for ending in ("ات", "تين", "تان", "ته", "تها")]
+        return [prefix + stem + tail for prefix in _ARABIC_PREFIXES for stem in stems]
+    if _HEBREW.search(first):
+        stems = [first]
+        if first.endswith("ה"):
+            stems += [first[:-1] + "ת", first[:-1] + "ות"]      # construct state, plural
+        return [prefix + stem + tail for prefix in _HEBREW_PREFIXES for stem in stems]
+    return []
+
+
 def variants(term: TermDef) -> list[str]:
     """The normalised spellings a word/prefix term stands for ('cease-fire' -> 3 spellings)."""
     base = normalize(term.text)
@@ -105,7 +138,9 @@ def variants(term: TermDef) -> list[str]:
         spellings |= {base.replace("-", " "), base.replace("-", "")}
     elif base.count(" ") == 1 and term.kind == "word":
         spellings |= {base.replace(" ", "-"), base.replace(" ", "")}
-    if term.inflect:
+    if term.inflect and (_ARABIC.search(base) or _HEBREW.search(base)):
+        spellings |= {form for s in list(spellings) for form in semitic_inflections(s)}
+    elif term.inflect:
         spellings |= {inflected for s in list(spellings) for inflected in inflections(s)}
     return sorted(spellings)
 
@@ -194,6 +229,7 @@ _RawHit = tuple[int, int, int]
 class _Group:
     terms: tuple[int, ...]
     min_mentions: int
+    blockers: dict[int, tuple[int, ...]] = field(default_factory=dict)  # implied -> unless
 
 
 @dataclass
@@ -258,14 +294,17 @@ class Engine:
         self._exact, self._plain = self._build_automata()
 
     def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int]) -> _Rule:
+        def term_id(term: TermDef) -> int:
+            if term not in term_ids:
+                term_ids[term] = len(self._terms)
+                self._terms.append(term)
+            return term_ids[term]
+
         def group_of(group: Any) -> _Group:
-            tids = []
-            for term in group.terms:
-                if term not in term_ids:
-                    term_ids[term] = len(self._terms)
-                    self._terms.append(term)
-                tids.append(term_ids[term])
-            return _Group(tuple(tids), group.min_mentions)
+            tids = [term_id(term) for term in group.terms]
+            blockers = {term_id(term): tuple(term_id(u) for u in term.unless)
+                        for term in group.terms if term.unless}
+            return _Group(tuple(tids), group.min_mentions, blockers)
 
         compiled = _Rule(rule, frozenset(rule.fields), [group_of(g) for g in rule.all],
                          [group_of(g) for g in rule.any], [group_of(g) for g in rule.none])
@@ -381,7 +420,8 @@ class Engine:
         allowed = {i for i, t in enumerate(texts) if t.name in rule.fields}
 
         def group_hits(group: _Group) -> list[_RawHit]:
-            out = [h for tid in group.terms for h in hits.get(tid, ()) if h[0] in allowed]
+            out = [h for tid in group.terms if not _blocked(group, tid, hits)
+                   for h in hits.get(tid, ()) if h[0] in allowed]
             return out if len(out) >= group.min_mentions else []
 
         if any(group_hits(g) for g in rule.none):
@@ -402,14 +442,19 @@ class Engine:
                  allowed: set[int], evidence: tuple[int, int, int]) -> Match:
         text_index, start, end = evidence
         text = texts[text_index]
-        tids = {t for g in rule.all + rule.any for t in g.terms}
+        tids = {t for g in rule.all + rule.any for t in g.terms if not _blocked(g, t, hits)}
         found = sorted((h, tid) for tid in tids for h in hits.get(tid, ()) if h[0] in allowed)
         explained = tuple(Hit(self._terms[tid].text, self._terms[tid].actor, texts[h[0]].name,
-                              h[1], h[2]) for h, tid in found)
+                              h[1], h[2], self._terms[tid].implied) for h, tid in found)
         inside = sorted({(h[1], h[2]) for h, _ in found
                          if h[0] == text_index and start <= h[1] and h[2] <= end})
         snippet, marks = _snippet(text.norm, start, end, inside)
         return Match(rule.rule.id, rule.rule.title, explained, snippet, marks, text.name)
+
+
+def _blocked(group: _Group, tid: int, hits: dict[int, list[_RawHit]]) -> bool:
+    """An implied actor's context word, cancelled by one of its `unless` words in the article."""
+    return any(hits.get(other) for other in group.blockers.get(tid, ()))
 
 
 def _word_end(text: str, pos: int) -> int:

@@ -12,7 +12,7 @@ import gc
 import re
 from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,8 @@ class TermDef:
     inflect: bool = False
     fold_diacritics: bool = False
     actor: str | None = None
+    implied: bool = False        # a context word standing for the actor (actors' implied_by)
+    unless: tuple[TermDef, ...] = ()   # words in the article that cancel the implication
 
 
 @dataclass(frozen=True)
@@ -113,13 +115,31 @@ class TermModel(_Strict):
                        self.case_sensitive, self.inflect, self.fold_diacritics, actor)
 
 
+class ImpliedModel(_Strict):
+    """Context that stands for an actor not named: 'Gaza' in a truce story implies Hamas."""
+
+    terms: list[TermModel] = Field(min_length=1)
+    unless: list[TermModel] = Field(default_factory=list)   # e.g. Ukraine, Lebanon
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"terms": value} if isinstance(value, list) else value
+
+
 class ActorModel(_Strict):
     id: str = Field(pattern=r"^[\w.-]+$")
     name: str | None = None
     aliases: list[TermModel] = Field(min_length=1)
+    implied_by: ImpliedModel | None = None
 
     def terms(self) -> tuple[TermDef, ...]:
-        return tuple(alias.resolve(self.id) for alias in self.aliases)
+        named = tuple(alias.resolve(self.id) for alias in self.aliases)
+        if self.implied_by is None:
+            return named
+        unless = tuple(term.resolve() for term in self.implied_by.unless)
+        return named + tuple(replace(term.resolve(self.id), implied=True, unless=unless)
+                             for term in self.implied_by.terms)
 
 
 class GroupModel(_Strict):
