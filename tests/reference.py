@@ -40,8 +40,14 @@ def occurrences(term: TermDef, text: str) -> set[tuple[int, int]]:
     return found
 
 
+def cancelled(term: TermDef, texts: dict[str, str]) -> bool:
+    """An implied actor's context word with one of its `unless` words anywhere in the article."""
+    return any(occurrences(other, text) for other in term.unless for text in texts.values())
+
+
 def group_hits(group: GroupDef, texts: dict[str, str], fields: tuple[str, ...]) -> list[Hit]:
-    hits = [(name, s, e) for term in group.terms for name in fields if name in texts
+    hits = [(name, s, e) for term in group.terms if not cancelled(term, texts)
+            for name in fields if name in texts
             for s, e in occurrences(term, texts[name])]
     return hits if len(hits) >= group.min_mentions else []
 

@@ -27,6 +27,14 @@ def rule(body: str, scope: str = "article") -> str:
     return f"rules:\n  - id: r\n    title: case\n    scope: {scope}\n" + body
 
 
+ARABIC = rule("    all:\n      - keywords: [{term: هدنة, inflect: true}]\n"
+              "      - actors: [hamas]\n")
+ARABIC_PHRASE = rule("    all:\n      - keywords: [{term: وقف إطلاق النار, inflect: true}]\n"
+                     "      - actors: [hamas]\n")
+HEBREW = rule("    all:\n      - keywords: [{term: הפוגה, inflect: true}]\n"
+              "      - actors: [hamas]\n")
+HEBREW_DEAL = rule("    all:\n      - keywords: [{term: עסקת חטופים, inflect: true}]\n"
+                   "      - actors: [hamas]\n")
 KW_HAMAS = rule("    all:\n      - keywords: [cease-fire, truce]\n      - actors: [hamas]\n")
 SENTENCE = rule("    all:\n      - keywords: [cease-fire]\n      - actors: [hamas]\n", "sentence")
 PARAGRAPH = rule("    all:\n      - keywords: [cease-fire]\n      - actors: [hamas]\n", "paragraph")
@@ -101,6 +109,29 @@ CASES = [
     ("any group: neither", ANY, "", "Talks were held in Paris.", False),
     ("actor group expands", GROUP, "", "Talks in Cairo continued.", True),
     ("curly apostrophe", APOSTROPHE, "", "Hamas’s leaders met.", True),
+    # Implied actors: Gaza stands for Hamas in a truce story, never in another war's.
+    ("implied by Gaza", KW_HAMAS, "", "Talks on a Gaza truce resumed in Cairo.", True),
+    ("implied by Rafah", KW_HAMAS, "", "Mediators seek a truce before the Rafah assault.", True),
+    ("implied, cancelled by Ukraine", KW_HAMAS, "",
+     "A truce in Ukraine is discussed while aid reaches Gaza.", False),
+    ("implied, cancelled by Lebanon", KW_HAMAS, "",
+     "Lebanon truce holds; Gaza strikes continue.", False),
+    ("no context, no actor", KW_HAMAS, "", "A trade truce between Washington and Beijing.",
+     False),
+    ("Bahamas is not Hamas", KW_HAMAS, "", "A truce in the Bahamas fishing dispute.", False),
+    # Arabic: prefixes, feminine ending, alef variants, from the bare word once.
+    ("arabic prefix wa+al", ARABIC, "", "وافقت حماس على والهدنة", True),
+    ("arabic bi+al", ARABIC, "", "رحبت حماس بالهدنة في غزة", True),
+    ("arabic ta marbuta as ha", ARABIC, "", "حماس توافق على هدنه", True),
+    ("arabic dual suffix", ARABIC, "", "حماس تقترح هدنتين", True),
+    ("arabic alef variant", ARABIC_PHRASE, "", "دعوة إلى وقف اطلاق النار مع حماس", True),
+    ("arabic prefixed actor", ARABIC, "", "قال قادة لحماس إن الهدنة صامدة", True),
+    ("arabic other word", ARABIC, "", "حماس تصدر بيانا", False),
+    # Hebrew: prefixes ו/ה/ב/ל/מ/ש and construct state.
+    ("hebrew be+ha prefix", HEBREW, "", "חמאס דנה בהפוגה", True),
+    ("hebrew: no article generated inside a phrase", HEBREW_DEAL, "", "חמאס ואישור עסקת החטופים", False),
+    ("hebrew le prefix deal", HEBREW_DEAL, "", "חמאס מסכים לעסקת חטופים", True),
+    ("hebrew she+ha prefix", HEBREW, "", "חמאס אמר שההפוגה תוארך", True),
 ]
 
 

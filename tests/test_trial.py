@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from conftest import SEED, Workdir, rss, seed_item
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SEED, SHARED, Workdir, rss, run_cli, seed_item
 from servers import FeedServer
 
 
@@ -28,3 +33,47 @@ def test_test_rule_on_a_file_and_unknown_rule(workdir: Workdir) -> None:
     assert "1 of 1 article(s) match" in result.stdout
     missing = workdir.cli("test-rule", "no-such-rule", "--file", str(SEED))
     assert missing.returncode == 2 and "no rule 'no-such-rule'" in missing.stderr
+
+
+SAMPLE = Path(__file__).parent / "data" / "labels-sample.tsv"
+
+
+def test_test_rule_labels_prints_figures_and_errors(tmp_path: Path) -> None:
+    # Shipped rule on a hand-made sample: a1, a2 (Hamas implied by Gaza), a8 (Arabic) found;
+    # a3 missed (no ceasefire word); a7 a false positive (the truce as a time anchor).
+    result = run_cli("test-rule", "gaza-ceasefire", "--labels", str(SAMPLE), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "TP 3, FP 1, FN 1, TN 3; 8 examples" in result.stdout
+    assert "precision 0.750  recall 0.750  F1 0.750" in result.stdout
+    assert "[a7]" in result.stdout and "implied by 'Gaza'" in result.stdout
+    assert "[a3]" in result.stdout and "did not fire" in result.stdout
+
+
+def test_test_rule_labels_json(tmp_path: Path) -> None:
+    result = run_cli("test-rule", "gaza-ceasefire", "--labels", str(SAMPLE), "--json",
+                     cwd=tmp_path)
+    figures = json.loads(result.stdout)
+    assert (figures["tp"], figures["fp"], figures["fn"], figures["tn"]) == (3, 1, 1, 3)
+    assert [row["id"] for row in figures["false_positives"]] == ["a7"]
+    assert [row["id"] for row in figures["false_negatives"]] == ["a3"]
+
+
+def test_labels_file_errors_name_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("text\tlabel\nsome text\tmaybe\n")
+    result = run_cli("test-rule", "gaza-ceasefire", "--labels", str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and f"{bad}:2: label 'maybe'" in result.stderr
+
+
+DEV = SHARED / "labels-dev" / "dev-set.tsv"
+
+
+@pytest.mark.skipif(not DEV.exists(), reason=f"development labels not found at {DEV}")
+def test_shipped_rule_on_the_development_set(tmp_path: Path) -> None:
+    """The figures the README gives, measured through the real command."""
+    english = json.loads(run_cli("test-rule", "gaza-ceasefire", "--labels", str(DEV), "--json",
+                                 cwd=tmp_path).stdout)
+    original = json.loads(run_cli("test-rule", "gaza-ceasefire", "--labels", str(DEV), "--json",
+                                  "--text-column", "original_text", cwd=tmp_path).stdout)
+    assert english["n"] == 300 and english["f1"] >= 0.85 and english["precision"] >= 0.92
+    assert original["n"] == 100 and original["recall"] >= 0.6
