@@ -129,7 +129,8 @@ CASES = [
     ("arabic other word", ARABIC, "", "حماس تصدر بيانا", False),
     # Hebrew: prefixes ו/ה/ב/ל/מ/ש and construct state.
     ("hebrew be+ha prefix", HEBREW, "", "חמאס דנה בהפוגה", True),
-    ("hebrew: no article generated inside a phrase", HEBREW_DEAL, "", "חמאס ואישור עסקת החטופים", False),
+    ("hebrew: no article generated inside a phrase", HEBREW_DEAL, "",
+     "חמאס ואישור עסקת החטופים", False),
     ("hebrew le prefix deal", HEBREW_DEAL, "", "חמאס מסכים לעסקת חטופים", True),
     ("hebrew she+ha prefix", HEBREW, "", "חמאס אמר שההפוגה תוארך", True),
 ]
