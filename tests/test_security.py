@@ -315,7 +315,8 @@ def test_webhook_tokens_stay_out_of_errors_listings_and_logs(workdir: Workdir,
     workdir.subscribers = [{"name": "typo", "webhook": token_url.replace("http:", "htps:")},
                            {"name": "octal", "webhook": "http://0177.0.0.1/T1/SECRETTOKEN"}]
     check = workdir.cli("check")
-    assert "typo" in check.stdout and "octal" in check.stdout
+    assert "subscribers.yaml:2: subscribers.0: webhook 'htps://127.0.0.1:" in check.stdout
+    assert "subscriber 'octal': webhook http://0177.0.0.1/***" in check.stdout
     assert "SECRETTOKEN" not in check.stdout + check.stderr
 
 
