@@ -422,3 +422,16 @@ def test_an_overlong_request_line_gets_414_and_no_traceback(workdir: Workdir) ->
     finally:
         daemon.stop()
     assert "Traceback" not in daemon.text()
+
+
+@pytest.mark.parametrize("address", ["fec0::1", "fec0:1234::5", "168.63.129.16",
+                                     "169.254.169.254", "fd00:ec2::254", "::ffff:10.0.0.1"])
+def test_site_local_and_cloud_agent_addresses_are_not_public(address: str) -> None:
+    from monitor.netpolicy import is_public
+    assert not is_public(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700::1111"])
+def test_public_addresses_stay_public(address: str) -> None:
+    from monitor.netpolicy import is_public
+    assert is_public(address)
