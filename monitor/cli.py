@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from monitor import __version__
 from monitor.config import Settings, config_path, load_settings
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, MonitorError, Problem
 from monitor.pipeline import CycleReport, run_cycle
 from monitor.redact import masked_credentials
 from monitor.runtime import Loaded, load_all, log_problems, running
@@ -140,6 +140,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if settings is not None:
         loaded = load_all(settings)
         problems += loaded.problems
+    if settings is not None:
+        problems += report_examples(loaded.ruleset, sys.stdout)
     for problem in problems:
         print(problem)
     if problems:
@@ -149,6 +151,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"ok: {len(loaded.sources)} source(s), {len(loaded.ruleset.rules)} rule(s), "
           f"{len(loaded.subscribers)} subscriber(s); config {path or '(built-in defaults)'}")
     return 0
+
+
+def report_examples(ruleset: Any, out: Any) -> list[Problem]:
+    """Each rule's figures on the labelled examples its file points at."""
+    from monitor.evaluate import evaluate, read_examples
+    from monitor.match import Engine
+    problems = []
+    for rule in ruleset.rules:
+        if not rule.examples:
+            continue
+        try:
+            examples, skipped = read_examples(Path(rule.examples))
+        except ConfigError as exc:
+            problems.append(Problem(rule.file, rule.line, f"rule '{rule.id}': examples: {exc}"))
+            continue
+        figures = evaluate(Engine(type(ruleset)((rule,))), rule.id, examples, rule.examples,
+                           skipped)
+        print(f"rule {rule.id} on {rule.examples}: {figures.summary()}", file=out)
+    return problems
 
 
 def cmd_once(args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ class RuleDef:
     sources: frozenset[str] | None = None
     file: str = ""
     line: int = 0
+    examples: str | None = None      # labelled examples (TSV/CSV), resolved against the file
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class RuleModel(_Strict):
     fields: list[Literal["title", "summary", "body"]] = ["title", "summary", "body"]
     sources: list[str] | None = None
     enabled: bool = True
+    examples: str | None = None      # a labelled examples file; `check` reports the figures
 
     @model_validator(mode="after")
     def _has_positive_group(self) -> RuleModel:
@@ -481,7 +483,8 @@ def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
     scope = "words" if model.within else model.scope
     return RuleDef(model.id, model.title, resolved["all"], resolved["any"], resolved["none"],
                    scope, model.within or 0, tuple(model.fields),
-                   frozenset(model.sources) if model.sources else None, path, line), []
+                   frozenset(model.sources) if model.sources else None, path, line,
+                   str(Path(path).parent / model.examples) if model.examples else None), []
 
 
 def _locate(rule_file: RuleFile, key: str, index: int) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEED, SHARED, Workdir, rss, run_cli, seed_item
+from conftest import ROOT, SEED, SHARED, Workdir, rss, run_cli, seed_item
 from servers import FeedServer
 
 
@@ -35,7 +35,7 @@ def test_test_rule_on_a_file_and_unknown_rule(workdir: Workdir) -> None:
     assert missing.returncode == 2 and "no rule 'no-such-rule'" in missing.stderr
 
 
-SAMPLE = Path(__file__).parent / "data" / "labels-sample.tsv"
+SAMPLE = ROOT / "rules" / "examples" / "gaza-ceasefire.tsv"
 
 
 def test_test_rule_labels_prints_figures_and_errors(tmp_path: Path) -> None:
@@ -79,3 +79,17 @@ def test_shipped_rule_on_the_development_set(tmp_path: Path) -> None:
     assert any("implied by 'Gaza'" in row["why"] for row in english["false_positives"]) or \
         english["fp"] == 0
     assert original["n"] == 100 and original["recall"] >= 0.6
+
+
+def test_check_reports_the_figures_of_a_rule_with_examples(workdir: Workdir) -> None:
+    result = workdir.cli("check")
+    assert "rule gaza-ceasefire on " in result.stdout
+    assert "TP 3, FP 0, FN 1, TN 4; 8 examples" in result.stdout
+    rules = workdir.path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("rules:\n  - id: r\n    title: R\n    examples: missing.tsv\n"
+                                  "    all: [{keywords: [truce]}]\n")
+    workdir.config["rules"] = "rules"
+    broken = workdir.cli("check")
+    assert broken.returncode == 1
+    assert "r.yaml:2: rule 'r': examples: cannot read labels" in broken.stdout
