@@ -137,23 +137,24 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not exc.problems:
             raise
         settings, problems = None, exc.problems
+    figures: list[str] = []          # each rule's figures on its own examples, if it has any
     if settings is not None:
         loaded = load_all(settings)
-        problems += loaded.problems
-    if settings is not None:
-        problems += report_examples(loaded.ruleset, sys.stdout)
+        problems += loaded.problems + report_examples(loaded.ruleset, figures)
     for problem in problems:
         print(problem)
     if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        print("\n".join(figures + [f"{len(problems)} problem(s) found"]), file=sys.stderr)
         return 1
     assert settings is not None
     print(f"ok: {len(loaded.sources)} source(s), {len(loaded.ruleset.rules)} rule(s), "
           f"{len(loaded.subscribers)} subscriber(s); config {path or '(built-in defaults)'}")
+    for line in figures:
+        print(line)
     return 0
 
 
-def report_examples(ruleset: Any, out: Any) -> list[Problem]:
+def report_examples(ruleset: Any, out: list[str]) -> list[Problem]:
     """Each rule's figures on the labelled examples its file points at."""
     from monitor.evaluate import evaluate, read_examples
     from monitor.match import Engine
@@ -168,7 +169,7 @@ def report_examples(ruleset: Any, out: Any) -> list[Problem]:
             continue
         figures = evaluate(Engine(type(ruleset)((rule,))), rule.id, examples, rule.examples,
                            skipped)
-        print(f"rule {rule.id} on {rule.examples}: {figures.summary()}", file=out)
+        out.append(f"rule {rule.id} on {rule.examples}: {figures.summary()}")
     return problems
 
 
