@@ -103,7 +103,9 @@ def test_three_replicas_one_killed(workdir: Workdir, feeds: FeedServer,
     # Every replica did some of the fetching.
     fetched = [len(re.findall(r"source f\d+: \d+ item", log.read_text())) for log in logs]
     assert all(count > 0 for count in fetched), fetched
-    assert sum(fetched[1:]) + fetched[0] >= FEEDS
+    # Every source was fetched by someone; the killed replica may have committed its last
+    # source between the commit and that source's log line, so one line may be missing.
+    assert sum(fetched) >= FEEDS - 1
 
 
 def test_the_whole_pipeline_on_postgresql(workdir: Workdir, feeds: FeedServer,
