@@ -48,3 +48,8 @@ def masked_url(url: str) -> str:
 def masked_text(text: str) -> str:
     """Every URL inside a message masked as a webhook URL is."""
     return _URL.sub(lambda match: masked_url(match.group(0)), text)
+
+
+def masked_passwords(text: str) -> str:
+    """Every URL inside a message with its password masked (a database error, say)."""
+    return _URL.sub(lambda match: masked_credentials(match.group(0)), text)

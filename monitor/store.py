@@ -9,8 +9,6 @@ Times are stored as naive UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
-import re
-
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from monitor.errors import ConfigError
+from monitor.redact import masked_credentials, masked_passwords
 
 LEASE = timedelta(minutes=10)
 
@@ -457,11 +456,6 @@ class Store:
         return {"articles": articles, "alerts": alerts, "matches": matches}
 
 
-def masked_credentials(text: str) -> str:
-    from monitor.redact import masked_credentials as mask
-    return re.sub(r"[a-z][a-z0-9+.-]*://\S+", lambda m: mask(m.group(0)), text)
-
-
 def open_store(url: str, upgrade: bool = True) -> Store:
     """Open the database; a new one gets the schema, an old one must be upgraded first."""
     from monitor import migrations
@@ -470,5 +464,5 @@ def open_store(url: str, upgrade: bool = True) -> Store:
         migrations.ensure_current(store.engine, upgrade_empty=upgrade)
     except OperationalError as exc:
         raise ConfigError(f"cannot open database {masked_credentials(url)}: "
-                          f"{masked_credentials(str(exc.orig))}") from None
+                          f"{masked_passwords(str(exc.orig))}") from None
     return store
