@@ -17,6 +17,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_valid
                       model_validator)
 
 from monitor.errors import ConfigError, Problem
+from monitor.redact import masked_url
 from monitor.yamlfile import YDict, YList, line_of, read_yaml, validate
 
 CONFIG_ENV = "NEWS_MONITOR_CONFIG"
@@ -123,7 +124,6 @@ class Settings(_Strict):
     admin: str | None = None                  # subscriber told about failing sources
     failure_alert_after: int = 5              # consecutive failures before that alert
 
-
     def database_url(self) -> str:
         """The database URL to connect with: the password from the environment, if named."""
         if not self.database_password_env:
@@ -217,7 +217,7 @@ class SubscriberSpec(_Strict):
         if self.email and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email):
             raise ValueError(f"'{self.email}' is not an e-mail address")
         if self.webhook and not re.match(r"^https?://[^/\s]+", self.webhook, re.IGNORECASE):
-            from monitor.redact import masked_url   # the path may be the token: never shown
+            # The path may be the token: never shown.
             raise ValueError(f"webhook '{masked_url(self.webhook)}' must start with http:// "
                              f"or https://")
         return self
@@ -334,7 +334,6 @@ def _subscriber_problems(spec: SubscriberSpec) -> list[str]:
     from monitor.notify.webhook import check_url, secret_key
     problems = []
     if spec.webhook and (problem := check_url(spec.webhook)):
-        from monitor.redact import masked_url
         problems.append(f"webhook {masked_url(spec.webhook)}: {problem}")
     secret = spec.secret()
     if spec.secret_env and secret is None:

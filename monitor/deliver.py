@@ -17,6 +17,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import httpx
+from jinja2 import TemplateError
+
 from monitor.config import DigestSpec, SubscriberSpec
 from monitor.errors import DeliveryError
 from monitor.models import Alert, Article, Match
@@ -148,15 +151,14 @@ async def _send_batch(ctx: Context, rows: list[DeliveryRow],
 
 # Failures that come from the delivery's own data or settings (a secret that is not base64, a
 # URL httpx cannot parse, a template error): the same input fails the same way every time.
-_DETERMINISTIC = (ValueError, TypeError, KeyError, LookupError, AttributeError)
+_DETERMINISTIC = (ValueError, TypeError, LookupError, AttributeError, TemplateError,
+                  httpx.InvalidURL)
 
 
 def unexpected_failure(exc: Exception) -> DeliveryError:
     """A recorded failure for an exception a channel did not turn into a DeliveryError."""
-    from jinja2 import TemplateError
-    permanent = isinstance(exc, _DETERMINISTIC + (TemplateError,)) or \
-        type(exc).__name__ == "InvalidURL"
-    return DeliveryError(f"{type(exc).__name__}: {exc}", permanent=permanent)
+    return DeliveryError(f"{type(exc).__name__}: {exc}",
+                         permanent=isinstance(exc, _DETERMINISTIC))
 
 
 def _with_outlets(ctx: Context, row: DeliveryRow) -> Alert:

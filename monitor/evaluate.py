@@ -161,9 +161,6 @@ def explain(found: Match) -> str:
     if actors:
         parts.append(f"actors: {', '.join(actors)}")
     parts += implied
-    if found.score is not None:
-        parts.append(f"semantic score {found.score:.2f} (nearest example: "
-                     f"'{found.nearest}')")
     return "; ".join(parts) + f" | {found.marked_snippet()}"
 
 

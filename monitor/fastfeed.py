@@ -197,28 +197,24 @@ def _xml_base(element: Any) -> str:
     return base
 
 
-def _resolved(link: Any) -> str:
-    """A link's href against the xml:base in force, as feedparser reads it."""
-    href = (link.get("href") or "").strip()
-    base = _xml_base(link)
+def _against_base(element: Any, value: str, what: str) -> str:
+    """`value` (a link or an id) resolved against the xml:base in force at `element`, as
+    feedparser resolves it, so an item keeps its identity whichever path reads the feed."""
+    base = _xml_base(element)
     try:
-        return urljoin(base, href) if base else href
+        return urljoin(base, value) if base else value
     except ValueError:
-        raise _Unusual("malformed link") from None
+        raise _Unusual(f"malformed {what}") from None
+
+
+def _resolved(link: Any) -> str:
+    return _against_base(link, (link.get("href") or "").strip(), "link")
 
 
 def _atom_id(entry: Any) -> str | None:
-    """The entry's id, resolved against xml:base as feedparser resolves it, so an item keeps
-    its identity whichever path reads the feed."""
     element = entry.find(f"{ATOM}id")
     value = (element.text or "").strip() if element is not None else ""
-    if not value:
-        return None
-    base = _xml_base(element)
-    try:
-        return urljoin(base, value).strip() if base else value
-    except ValueError:
-        raise _Unusual("malformed id") from None
+    return _against_base(element, value, "id") if value else None
 
 
 def _atom_text(element: Any) -> str:

@@ -59,8 +59,6 @@ class Match:
     snippet: str                  # the sentence or paragraph that satisfied the rule
     marks: tuple[tuple[int, int], ...] = ()   # hit spans inside the snippet
     field: str = "body"
-    score: float | None = None    # semantic similarity, when the rule has a semantic part
-    nearest: str = ""             # the rule's example the article is closest to
 
     @property
     def terms(self) -> list[str]:
