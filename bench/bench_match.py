@@ -2,7 +2,9 @@
 
 Reports articles/s for the full engine (normalisation, automaton scan, boundary checks, rule
 evaluation), the raw automaton scan alone over the same normalised text, and the time to
-compile (reload) each rule set. Run: .venv/bin/python bench/bench_match.py
+compile (reload) each rule set. With the semantic extra installed it also runs the 10,000-rule
+set keyword-only and with a share of its rules given a `semantic` part, side by side, with the
+model's load time, memory and cost per scored article. Run: .venv/bin/python bench/bench_match.py
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import argparse
 import json
 import random
 import time
-
+from dataclasses import replace
 
 from monitor.match import Engine, fold, normalize, scan_text
 from monitor.models import Article
-from monitor.rules import GroupDef, RuleDef, RuleSet, TermDef
+from monitor.rules import GroupDef, RuleDef, RuleSet, SemanticDef, TermDef
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "te", "su", "vi", "no", "da", "pe", "zu", "ho", "ri",
              "ba", "ge", "fa", "xi", "qu", "wo", "ny"]
@@ -131,13 +133,114 @@ def run(rule_counts: list[int], article_count: int) -> dict[str, object]:
     return results
 
 
+def _dev_lines() -> list[str]:
+    """Real news texts (the development labels next to the repository), when present."""
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "shared" / "labels-dev" / "dev-set.tsv"
+    return path.read_text(encoding="utf-8").splitlines()[1:] if path.exists() else []
+
+
+EXAMPLES = ("Hamas and Israel agree to a truce in Gaza", "Hostages released under the deal",
+            "Talks on a ceasefire resume in Cairo")
+
+
+def with_semantic(ruleset: RuleSet, share: int, narrow: bool) -> RuleSet:
+    """Every `share`-th rule also fires by meaning. Its prefilter is its own two groups, hit
+    anywhere in the article (narrow, as the shipped rule's "war" + "deal" groups), or only its
+    keyword group (broad)."""
+    rules = [replace(rule, semantic=SemanticDef(EXAMPLES, 0.9,
+                                                rule.all if narrow else rule.all[:1]))
+             if index % share == 0 else rule for index, rule in enumerate(ruleset.rules)]
+    return RuleSet(tuple(rules))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def semantic_runs(rule_count: int, articles: list[Article], vocab: list[str],
+                  topics: list[str], actors: list[list[str]]) -> list[dict[str, object]]:
+    from monitor import semantic
+    if not semantic.available():
+        print(json.dumps({"semantic": "not installed (pip install '.[semantic]')"}))
+        return []
+    rss_before = rss_mb()
+    started = time.perf_counter()
+    model = semantic.shared()
+    assert model is not None
+    load_s = time.perf_counter() - started
+    sample = [(a.title + "\n" + a.body)[:semantic.ARTICLE_CHARS] for a in articles[:50]]
+    model.article(sample[0])
+    started = time.perf_counter()
+    for text in sample:
+        model.article(text)
+    per_article_ms = (time.perf_counter() - started) / len(sample) * 1000
+    memory_mb = rss_mb() - rss_before
+    real = [line.split("\t")[6] for line in _dev_lines()][:50]
+    real_ms = 0.0
+    if real:
+        started = time.perf_counter()
+        for text in real:
+            model.article(text[:semantic.ARTICLE_CHARS])
+        real_ms = (time.perf_counter() - started) / len(real) * 1000
+    base = make_rules(rule_count, topics, actors, random.Random(rule_count))
+    out = []
+    for label, share, narrow in (("keywords only", 0, True),
+                                 ("100 semantic rules, narrow prefilter", 100, True),
+                                 ("10 semantic rules, broad prefilter", 1000, False)):
+        ruleset = with_semantic(base, share, narrow) if share else base
+        engine = Engine(ruleset, semantic=bool(share))
+        calls = 0
+
+        def counted(text: str, score: object = engine.model.article if engine.model else None
+                    ) -> object:
+            nonlocal calls
+            calls += 1
+            assert callable(score)
+            return score(text)
+        if engine.model is not None:
+            engine.model.article = counted  # type: ignore[method-assign]
+        started = time.perf_counter()
+        matches = sum(len(engine.match(a)) for a in articles)
+        elapsed = time.perf_counter() - started
+        if engine.model is not None:
+            del engine.model.article          # the instance attribute; the method again
+        out.append({"rules": rule_count, "variant": label,
+                    "semantic_rules": sum(1 for r in ruleset.rules if r.semantic),
+                    "articles_per_s": round(len(articles) / elapsed),
+                    "articles_scored": calls,
+                    "scored_share": round(calls / len(articles), 4), "matches": matches,
+                    "model_load_s": round(load_s, 2), "model_memory_mb": round(memory_mb),
+                    "ms_per_scored_article": round(per_article_ms, 1),
+                    "ms_per_real_news_text": round(real_ms, 1)})
+        print(json.dumps(out[-1]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--articles", type=int, default=2000)
     parser.add_argument("--rules", default="100,1000,10000")
+    parser.add_argument("--no-semantic", action="store_true",
+                        help="skip the keyword-only / semantic comparison")
     args = parser.parse_args()
-    results = run([int(n) for n in args.rules.split(",")], args.articles)
+    counts = [int(n) for n in args.rules.split(",")]
+    results = run(counts, args.articles)
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}))
+    if not args.no_semantic:
+        rng = random.Random(7)
+        pool = words(50_000, rng)
+        rng.shuffle(pool)
+        vocab, topics, names = pool[:20_000], pool[20_000:40_000], pool[40_000:]
+        actors = [names[i:i + 3] for i in range(0, 9_000, 3)]
+        articles = make_articles(args.articles, vocab, topics, actors, rng)
+        runs = semantic_runs(counts[-1], articles, vocab, topics, actors)
+        for row in runs[1:]:
+            ratio = runs[0]["articles_per_s"] / row["articles_per_s"]  # type: ignore[operator]
+            print(f"{row['variant']}: {ratio:.2f}x the keyword-only time "
+                  f"({row['scored_share']:.2%} of articles scored by the model)")
     last = results["runs"][-1]  # type: ignore[index]
     checks = {"articles/s >= 4000": last["articles_per_s"] >= 4000,
               "full <= 3.5x raw scan": last["full_over_raw"] <= 3.5,

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--text-column", default="text", help="the labels file's text column "
                       "(default: text)")
     test.add_argument("--json", action="store_true", help="with --labels: JSON output")
+    test.add_argument("--keywords-only", action="store_true", help="leave a rule's semantic "
+                      "part out (its figures without the meaning model)")
     deliveries = command("deliveries", cmd_deliveries, "list pending, failed and dead "
                          "deliveries, or retry them")
     deliveries.add_argument("action", nargs="?", choices=("list", "retry"), default="list")
@@ -169,7 +171,7 @@ def report_examples(ruleset: Any, out: list[str]) -> list[Problem]:
             continue
         figures = evaluate(Engine(type(ruleset)((rule,))), rule.id, examples, rule.examples,
                            skipped)
-        out.append(f"rule {rule.id} on {rule.examples}: {figures.summary()}")
+        out.append(f"rule {rule.id} on {rule.examples} [{figures.mode}]: {figures.summary()}")
     return problems
 
 
@@ -230,7 +232,7 @@ def cmd_test_rule(args: argparse.Namespace) -> int:
     if args.labels:
         from monitor.trial import run_labelled
         return run_labelled(settings, args.rule_id, Path(args.labels), args.text_column,
-                            args.json, sys.stdout)
+                            args.json, sys.stdout, semantic=not args.keywords_only)
     return run_trial(settings, args.rule_id, args.days, args.file, args.url, sys.stdout)
 
 

@@ -41,7 +41,8 @@ def make_alert(delivery_id: str, found: Match, article: Article, source_id: str,
                  article_url=article.url, article_title=article.title, source_id=source_id,
                  published=article.published, summary=article.summary[:1000],
                  terms=found.terms, actors=found.actors, fields=found.fields,
-                 snippet=found.snippet, marks=list(found.marks), subscriber=subscriber,
+                 snippet=found.snippet, marks=list(found.marks), reasons=found.reasons(),
+                 score=found.score, subscriber=subscriber,
                  created_at=now)
 
 

@@ -44,6 +44,7 @@ class Evaluation:
     source: str
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: int = 0
+    mode: str = "keywords"       # or "keywords + meaning (<model>)"
 
     def count(self, label: bool, predicted: bool) -> int:
         return sum(1 for o in self.outcomes
@@ -87,7 +88,8 @@ class Evaluation:
         def row(outcome: Outcome) -> dict[str, Any]:
             return {"id": outcome.example.id, "line": outcome.example.line,
                     "text": outcome.example.text, "why": why(outcome)}
-        return {"rule": self.rule_id, "examples": self.source, "n": len(self.outcomes),
+        return {"rule": self.rule_id, "examples": self.source, "mode": self.mode,
+                "n": len(self.outcomes),
                 "skipped": self.skipped, "tp": self.tp, "fp": self.fp, "fn": self.fn,
                 "tn": self.tn, "precision": round(self.precision, 4),
                 "recall": round(self.recall, 4), "f1": round(self.f1, 4),
@@ -139,12 +141,22 @@ def _label(value: str | None, path: Path, line: int) -> bool:
 def evaluate(engine: Engine, rule_id: str, examples: list[Example], source: str = "",
              skipped: int = 0) -> Evaluation:
     """Run one rule of `engine` over every example (the text as the body, as a feed item's)."""
-    result = Evaluation(rule_id, source, skipped=skipped)
+    result = Evaluation(rule_id, source, skipped=skipped, mode=engine_mode(engine, rule_id))
     for example in examples:
         article = Article(url="", title=example.title, body=example.text)
         found = next((m for m in engine.match(article) if m.rule_id == rule_id), None)
         result.outcomes.append(Outcome(example, found is not None, found))
     return result
+
+
+def engine_mode(engine: Engine, rule_id: str) -> str:
+    """How the engine decides on this rule: keywords, or keywords and the meaning model."""
+    rule = engine.ruleset.get(rule_id)
+    if rule is None or rule.semantic is None:
+        return "keywords"
+    if engine.model is None:
+        return "keywords only (semantic part not used)"
+    return f"keywords + meaning ({engine.model.name})"
 
 
 def why(outcome: Outcome) -> str:
@@ -155,17 +167,16 @@ def why(outcome: Outcome) -> str:
 
 
 def explain(found: Match) -> str:
-    implied = [f"{hit.actor} — implied by '{hit.term}'" for hit in found.hits if hit.implied]
     actors = [a for a in found.actors if a not in {h.actor for h in found.hits if h.implied}]
     parts = [f"terms: {', '.join(found.terms)}"]
     if actors:
         parts.append(f"actors: {', '.join(actors)}")
-    parts += implied
+    parts += found.reasons()
     return "; ".join(parts) + f" | {found.marked_snippet()}"
 
 
 def print_evaluation(evaluation: Evaluation, out: Any) -> None:
-    print(f"rule {evaluation.rule_id} on {evaluation.source}", file=out)
+    print(f"rule {evaluation.rule_id} on {evaluation.source} [{evaluation.mode}]", file=out)
     print(f"  {evaluation.summary()}", file=out)
     if evaluation.skipped:
         print(f"  {evaluation.skipped} row(s) without text left out", file=out)

@@ -3,6 +3,10 @@
 An article is scanned once per field; each hit is checked for word boundaries (and case, for
 case-sensitive aliases), then only the rules owning a hit term are evaluated: their all/any/none
 groups, minimum mentions, fields, sources and co-occurrence scope. Pure: no I/O.
+
+A rule with a `semantic` part also fires on an article its keywords miss when the article hits
+the rule's prefilter groups and its meaning is close enough to one of the rule's examples; the
+model (monitor.semantic, an optional extra) is asked only for those articles.
 """
 
 from __future__ import annotations
@@ -241,6 +245,8 @@ class _Rule:
     none: list[_Group]
     always: bool = False          # has regex terms: a candidate for every article
     full: int = 0                 # bit mask with one bit per 'all' group, plus one for 'any'
+    prefilter: list[_Group] = field(default_factory=list)   # semantic rules only
+    examples: Any = None          # the semantic examples' vectors (rows), when the model is here
 
 
 # One automaton entry: (term id, folded spelling to confirm, original case or None, prefix).
@@ -264,6 +270,12 @@ class Engine:
     timed_out: dict[int, int] = field(default_factory=dict)   # term id -> timeouts so far
     _always: list[int] = field(default_factory=list)
     _full: list[int] = field(default_factory=list)
+    # Meaning-level matching: use the model when rules ask for it (False: keywords only).
+    semantic: bool = True
+    model: Any = None
+    _pre_bits: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    _pre_full: dict[int, int] = field(default_factory=dict)
+    _pre_always: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         collecting = gc.isenabled()
@@ -291,7 +303,34 @@ class Engine:
                 self._always.append(index)
         self._term_bits = [tuple(sorted(term_bits[t])) for t in range(len(self._terms))]
         self._full = [rule.full for rule in self._rules]
+        self._compile_semantic()
         self._exact, self._plain = self._build_automata()
+
+    def _compile_semantic(self) -> None:
+        """The prefilter index, and each semantic rule's example vectors."""
+        wanted = [i for i, r in enumerate(self._rules) if r.prefilter]
+        if not wanted:
+            return
+        if not self.semantic:
+            self.model = None
+            return
+        if self.model is None:
+            from monitor import semantic
+            self.model = semantic.shared()
+        if self.model is None:
+            return
+        pre_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
+        for index in wanted:
+            rule = self._rules[index]
+            assert rule.rule.semantic is not None
+            rule.examples = self.model.examples(rule.rule.semantic.examples)
+            for bit, group in enumerate(rule.prefilter):
+                for tid in group.terms:
+                    pre_bits[tid].add((index, 1 << bit))
+                if any(self._terms[t].kind == "regex" for t in group.terms):
+                    self._pre_always.append(index)
+            self._pre_full[index] = (1 << len(rule.prefilter)) - 1
+        self._pre_bits = {tid: tuple(sorted(bits)) for tid, bits in pre_bits.items()}
 
     def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int]) -> _Rule:
         def term_id(term: TermDef) -> int:
@@ -310,6 +349,8 @@ class Engine:
                          [group_of(g) for g in rule.any], [group_of(g) for g in rule.none])
         compiled.always = any(self._terms[t].kind == "regex"
                               for g in compiled.all + compiled.any for t in g.terms)
+        if rule.semantic is not None:
+            compiled.prefilter = [group_of(g) for g in rule.semantic.prefilter]
         return compiled
 
     def _build_automata(self) -> tuple[Any, Any]:
@@ -402,6 +443,15 @@ class Engine:
             return sorted(set(found).union(self._always))
         return sorted(found)
 
+    def semantic_candidates(self, hits: dict[int, list[_RawHit]]) -> list[int]:
+        """Semantic rules every one of whose prefilter groups was hit somewhere."""
+        state: defaultdict[int, int] = defaultdict(int)
+        for tid in hits:
+            for rule_index, bit in self._pre_bits.get(tid, ()):
+                state[rule_index] |= bit
+        found = {i for i, seen in state.items() if seen == self._pre_full[i]}
+        return sorted(found.union(self._pre_always))
+
     def match(self, article: Article, source_id: str | None = None) -> list[Match]:
         texts = prepare(article)
         hits = self.scan(texts)
@@ -410,7 +460,51 @@ class Engine:
             found = self._evaluate(self._rules[index], texts, hits, source_id)
             if found is not None:
                 matches.append(found)
+        if self._pre_bits or self._pre_always:
+            fired = {m.rule_id for m in matches}
+            vectors: dict[str, Any] = {}
+            for index in self.semantic_candidates(hits):
+                rule = self._rules[index]
+                if rule.rule.id not in fired:
+                    found = self._by_meaning(rule, texts, hits, source_id, vectors)
+                    if found is not None:
+                        matches.append(found)
         return matches
+
+    def _by_meaning(self, rule: _Rule, texts: list[_Text], hits: dict[int, list[_RawHit]],
+                    source_id: str | None, vectors: dict[str, Any]) -> Match | None:
+        """The rule fired by the article's meaning: prefilter hit, no 'none' group, and the
+        nearest example at least as similar as the threshold."""
+        spec = rule.rule
+        assert spec.semantic is not None
+        if spec.sources is not None and source_id not in spec.sources:
+            return None
+        allowed = {i for i, t in enumerate(texts) if t.name in rule.fields}
+        if any(_group_hits(g, hits, allowed) for g in rule.none):
+            return None
+        evidence = [_group_hits(g, hits, allowed) for g in rule.prefilter]
+        if not all(evidence) or not allowed:
+            return None
+        scored = "\n".join(texts[i].norm for i in sorted(allowed))
+        if scored not in vectors:
+            vectors[scored] = self.model.article(scored)
+        similarities = rule.examples @ vectors[scored]
+        best = int(similarities.argmax())
+        score = float(similarities[best])
+        if score < spec.semantic.threshold:
+            return None
+        first = min(allowed)
+        found = sorted({h for group in evidence for h in group})
+        explained = tuple(Hit(self._terms[tid].text, self._terms[tid].actor, texts[h[0]].name,
+                              h[1], h[2], self._terms[tid].implied)
+                          for tid in {t for g in rule.prefilter for t in g.terms}
+                          for h in hits.get(tid, ()) if h in found)
+        end = min(len(texts[first].norm), SNIPPET_MAX)
+        inside = sorted({(h[1], h[2]) for h in found if h[0] == first and h[2] <= end})
+        snippet, marks = _snippet(texts[first].norm, 0, end, inside)
+        return Match(spec.id, spec.title, tuple(sorted(explained, key=lambda h: h.start)),
+                     snippet, marks, texts[first].name, round(score, 4),
+                     spec.semantic.examples[best])
 
     def _evaluate(self, rule: _Rule, texts: list[_Text], hits: dict[int, list[_RawHit]],
                   source_id: str | None) -> Match | None:
@@ -420,9 +514,7 @@ class Engine:
         allowed = {i for i, t in enumerate(texts) if t.name in rule.fields}
 
         def group_hits(group: _Group) -> list[_RawHit]:
-            out = [h for tid in group.terms if not _blocked(group, tid, hits)
-                   for h in hits.get(tid, ()) if h[0] in allowed]
-            return out if len(out) >= group.min_mentions else []
+            return _group_hits(group, hits, allowed)
 
         if any(group_hits(g) for g in rule.none):
             return None
@@ -450,6 +542,13 @@ class Engine:
                          if h[0] == text_index and start <= h[1] and h[2] <= end})
         snippet, marks = _snippet(text.norm, start, end, inside)
         return Match(rule.rule.id, rule.rule.title, explained, snippet, marks, text.name)
+
+
+def _group_hits(group: _Group, hits: dict[int, list[_RawHit]], allowed: set[int]
+                ) -> list[_RawHit]:
+    out = [h for tid in group.terms if not _blocked(group, tid, hits)
+           for h in hits.get(tid, ()) if h[0] in allowed]
+    return out if len(out) >= group.min_mentions else []
 
 
 def _blocked(group: _Group, tid: int, hits: dict[int, list[_RawHit]]) -> bool:

@@ -59,10 +59,20 @@ class Match:
     snippet: str                  # the sentence or paragraph that satisfied the rule
     marks: tuple[tuple[int, int], ...] = ()   # hit spans inside the snippet
     field: str = "body"
+    score: float | None = None    # meaning-level matches: similarity to the nearest example
+    nearest: str = ""             # ... and that example
 
     @property
     def terms(self) -> list[str]:
         return sorted({hit.term for hit in self.hits})
+
+    def reasons(self) -> list[str]:
+        """What an alert says beyond the terms: implied actors and meaning-level scores."""
+        out = sorted({f"{hit.actor} — implied by '{hit.term}'"
+                      for hit in self.hits if hit.implied and hit.actor})
+        if self.score is not None:
+            out.append(f"meaning: {self.score:.3f} similar to the example '{self.nearest}'")
+        return out
 
     @property
     def actors(self) -> list[str]:
@@ -99,6 +109,8 @@ class Alert:
     fields: list[str]
     snippet: str
     marks: list[tuple[int, int]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)   # implied actors, meaning-level scores
+    score: float | None = None
     also_reported_by: list[dict[str, str]] = field(default_factory=list)
     subscriber: str = ""
     created_at: datetime | None = None

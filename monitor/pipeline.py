@@ -329,7 +329,8 @@ def article_values(source_id: str, article: Article, now: datetime,
 def explanation(found: Match) -> dict[str, Any]:
     return {"terms": found.terms, "actors": found.actors, "fields": found.fields,
             "snippet": found.snippet, "marks": [list(m) for m in found.marks],
-            "hits": [[h.term, h.actor, h.field, h.start, h.end] for h in found.hits]}
+            "hits": [[h.term, h.actor, h.field, h.start, h.end] for h in found.hits],
+            "reasons": found.reasons(), "score": found.score, "nearest": found.nearest}
 
 
 def _fresh(article: Article, now: datetime, max_age: float) -> bool:

@@ -50,6 +50,16 @@ class GroupDef:
 
 
 @dataclass(frozen=True)
+class SemanticDef:
+    """Meaning-level matching: articles that pass the prefilter groups are scored against
+    the examples; a score at or above the threshold fires the rule (see monitor.semantic)."""
+
+    examples: tuple[str, ...]
+    threshold: float
+    prefilter: tuple[GroupDef, ...]
+
+
+@dataclass(frozen=True)
 class RuleDef:
     id: str
     title: str
@@ -63,6 +73,7 @@ class RuleDef:
     file: str = ""
     line: int = 0
     examples: str | None = None      # labelled examples (TSV/CSV), resolved against the file
+    semantic: SemanticDef | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,23 @@ class GroupModel(_Strict):
         return self
 
 
+class SemanticModel(_Strict):
+    """`semantic:` of a rule: what it is about, as example news sentences, in any language."""
+
+    examples: list[str] = Field(min_length=1)
+    threshold: float = Field(gt=0, le=1)
+    # Groups an article must all hit (anywhere) before it is scored: the cheap keyword part.
+    # Without them, any term of the rule's own all/any groups lets an article through.
+    prefilter: list[GroupModel] = Field(default_factory=list)
+
+    @field_validator("examples")
+    @classmethod
+    def _not_blank(cls, value: list[str]) -> list[str]:
+        if any(not text.strip() for text in value):
+            raise ValueError("semantic examples must not be empty")
+        return [text.strip() for text in value]
+
+
 class RuleModel(_Strict):
     id: str = Field(pattern=r"^[\w.-]+$")
     title: str = Field(min_length=1)
@@ -168,6 +196,7 @@ class RuleModel(_Strict):
     sources: list[str] | None = None
     enabled: bool = True
     examples: str | None = None      # a labelled examples file; `check` reports the figures
+    semantic: SemanticModel | None = None
 
     @model_validator(mode="after")
     def _has_positive_group(self) -> RuleModel:
@@ -463,9 +492,12 @@ def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
                   ) -> tuple[RuleDef | None, list[Problem]]:
     problems: list[Problem] = []
     resolved: dict[str, tuple[GroupDef, ...]] = {}
-    for kind in ("all", "any", "none"):
+    semantic = model.semantic
+    for kind in ("all", "any", "none", "prefilter"):
         out = []
-        for group in getattr(model, kind):
+        groups_here = (semantic.prefilter if semantic else []) if kind == "prefilter" \
+            else getattr(model, kind)
+        for group in groups_here:
             unknown = [a for a in group.actors if a not in actors and a not in groups]
             if unknown:
                 problems.append(Problem(path, line, f"rule '{model.id}': unknown actor "
@@ -481,10 +513,17 @@ def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
     if problems:
         return None, problems
     scope = "words" if model.within else model.scope
+    meaning = None
+    if semantic is not None:
+        prefilter = resolved["prefilter"] or (GroupDef(
+            tuple(t for g in resolved["all"] + resolved["any"] for t in g.terms),
+            label="any term of the rule"),)
+        meaning = SemanticDef(tuple(semantic.examples), semantic.threshold, prefilter)
     return RuleDef(model.id, model.title, resolved["all"], resolved["any"], resolved["none"],
                    scope, model.within or 0, tuple(model.fields),
                    frozenset(model.sources) if model.sources else None, path, line,
-                   str(Path(path).parent / model.examples) if model.examples else None), []
+                   str(Path(path).parent / model.examples) if model.examples else None,
+                   meaning), []
 
 
 def _locate(rule_file: RuleFile, key: str, index: int) -> int:

@@ -41,10 +41,10 @@ def run_trial(settings: Settings, rule_id: str, days: float, file: str | None,
 
 
 def run_labelled(settings: Settings, rule_id: str, labels: Path, text_column: str,
-                 as_json: bool, out: TextIO) -> int:
+                 as_json: bool, out: TextIO, semantic: bool = True) -> int:
     """`test-rule RULE --labels FILE`: the rule's figures and errors on labelled examples."""
     from monitor.evaluate import evaluate, print_evaluation, read_examples
-    engine = Engine(RuleSet((_rule(settings, rule_id, out),)))
+    engine = Engine(RuleSet((_rule(settings, rule_id, out),)), semantic=semantic)
     examples, skipped = read_examples(labels, text_column)
     result = evaluate(engine, rule_id, examples, str(labels), skipped)
     if as_json:
@@ -72,6 +72,8 @@ def _print_match(out: TextIO, source_id: str, article: Article, found: Match) ->
         print(f"  {article.url}", file=out)
     actors = f"; actors {', '.join(found.actors)}" if found.actors else ""
     print(f"  why: {', '.join(found.terms)}{actors}; in {', '.join(found.fields)}", file=out)
+    for reason in found.reasons():
+        print(f"  - {reason}", file=out)
     print(f"  > {found.marked_snippet()}", file=out)
 
 
