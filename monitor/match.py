@@ -276,6 +276,7 @@ class Engine:
     _pre_bits: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     _pre_full: dict[int, int] = field(default_factory=dict)
     _pre_always: list[int] = field(default_factory=list)
+    _dated: list[int] = field(default_factory=list)   # implied terms with a `during` range
 
     def __post_init__(self) -> None:
         collecting = gc.isenabled()
@@ -303,6 +304,7 @@ class Engine:
                 self._always.append(index)
         self._term_bits = [tuple(sorted(term_bits[t])) for t in range(len(self._terms))]
         self._full = [rule.full for rule in self._rules]
+        self._dated = [tid for tid, term in enumerate(self._terms) if term.during is not None]
         self._compile_semantic()
         self._exact, self._plain = self._build_automata()
 
@@ -455,6 +457,9 @@ class Engine:
     def match(self, article: Article, source_id: str | None = None) -> list[Match]:
         texts = prepare(article)
         hits = self.scan(texts)
+        for tid in self._dated:          # context words that imply an actor only in a period
+            if tid in hits and not self._terms[tid].in_time(article.published):
+                del hits[tid]
         matches = []
         for index in self.candidates(hits):
             found = self._evaluate(self._rules[index], texts, hits, source_id)

@@ -13,6 +13,7 @@ import re
 from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,14 @@ class TermDef:
     actor: str | None = None
     implied: bool = False        # a context word standing for the actor (actors' implied_by)
     unless: tuple[TermDef, ...] = ()   # words in the article that cancel the implication
+    during: tuple[date | None, date | None] | None = None   # implies only for articles dated so
+
+    def in_time(self, published: datetime | None) -> bool:
+        """Whether an article published then may use this term (undated articles may)."""
+        if self.during is None or published is None:
+            return True
+        day, (first, last) = published.date(), self.during
+        return (first is None or day >= first) and (last is None or day <= last)
 
 
 @dataclass(frozen=True)
@@ -127,11 +136,27 @@ class TermModel(_Strict):
                        self.case_sensitive, self.inflect, self.fold_diacritics, actor)
 
 
+class DuringModel(_Strict):
+    """A date range (either end open): `during: {from: 2023-10-07, to: 2025-01-19}`."""
+
+    start: date | None = Field(None, alias="from")
+    end: date | None = Field(None, alias="to")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DuringModel:
+        if self.start is None and self.end is None:
+            raise ValueError("during needs 'from', 'to' or both")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"during: 'from' {self.start} is after 'to' {self.end}")
+        return self
+
+
 class ImpliedModel(_Strict):
     """Context that stands for an actor not named: 'Gaza' in a truce story implies Hamas."""
 
     terms: list[TermModel] = Field(min_length=1)
     unless: list[TermModel] = Field(default_factory=list)   # e.g. Ukraine, Lebanon
+    during: DuringModel | None = None      # only for articles published in this range
 
     @model_validator(mode="before")
     @classmethod
@@ -150,7 +175,10 @@ class ActorModel(_Strict):
         if self.implied_by is None:
             return named
         unless = tuple(term.resolve() for term in self.implied_by.unless)
-        return named + tuple(replace(term.resolve(self.id), implied=True, unless=unless)
+        when = self.implied_by.during
+        during = (when.start, when.end) if when else None
+        return named + tuple(replace(term.resolve(self.id), implied=True, unless=unless,
+                                     during=during)
                              for term in self.implied_by.terms)
 
 

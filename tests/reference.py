@@ -7,6 +7,7 @@ the engine must agree with it on every article.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from monitor.match import _SENTENCE_END, fold, normalize, strip_marks, variants
 from monitor.models import Article
@@ -45,8 +46,18 @@ def cancelled(term: TermDef, texts: dict[str, str]) -> bool:
     return any(occurrences(other, text) for other in term.unless for text in texts.values())
 
 
-def group_hits(group: GroupDef, texts: dict[str, str], fields: tuple[str, ...]) -> list[Hit]:
-    hits = [(name, s, e) for term in group.terms if not cancelled(term, texts)
+def in_period(term: TermDef, published: datetime | None) -> bool:
+    if term.during is None or published is None:
+        return True
+    first, last = term.during
+    return (first is None or first <= published.date()) and \
+        (last is None or published.date() <= last)
+
+
+def group_hits(group: GroupDef, texts: dict[str, str], fields: tuple[str, ...],
+               published: datetime | None = None) -> list[Hit]:
+    hits = [(name, s, e) for term in group.terms
+            if not cancelled(term, texts) and in_period(term, published)
             for name in fields if name in texts
             for s, e in occurrences(term, texts[name])]
     return hits if len(hits) >= group.min_mentions else []
@@ -91,10 +102,11 @@ def reference_match(ruleset: RuleSet, article: Article, source_id: str | None) -
     for rule in ruleset.rules:
         if rule.sources is not None and source_id not in rule.sources:
             continue
-        if any(group_hits(g, texts, rule.fields) for g in rule.none):
+        when = article.published
+        if any(group_hits(g, texts, rule.fields, when) for g in rule.none):
             continue
-        required = [group_hits(g, texts, rule.fields) for g in rule.all]
-        optional = [h for g in rule.any for h in group_hits(g, texts, rule.fields)]
+        required = [group_hits(g, texts, rule.fields, when) for g in rule.all]
+        optional = [h for g in rule.any for h in group_hits(g, texts, rule.fields, when)]
         if not all(required) or (rule.any and not optional):
             continue
         if in_scope(rule, texts, required + ([optional] if rule.any else [])):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime, timezone
 
 import pytest
 
@@ -222,3 +223,44 @@ def test_engine_agrees_with_the_reference_evaluator() -> None:
         checked += 1
         agreed_matches += len(fast)
     assert checked == 400 and agreed_matches > 100   # the sample exercises real matches
+
+
+DATED = """
+actors:
+  - id: hamas
+    aliases: [Hamas]
+    implied_by:
+      terms: [Gaza]
+      during: {from: 2023-10-07, to: 2025-01-19}
+rules:
+  - id: r
+    title: dated
+    all:
+      - keywords: [truce]
+      - actors: [hamas]
+"""
+
+
+@pytest.mark.parametrize("published, expected", [
+    (datetime(2023, 11, 24, 7, tzinfo=timezone.utc), True),     # inside the range
+    (datetime(2014, 8, 26, tzinfo=timezone.utc), False),        # an earlier Gaza war
+    (datetime(2025, 1, 20, tzinfo=timezone.utc), False),        # the day after 'to'
+    (None, True),                                               # undated: allowed
+])
+def test_implied_actor_only_during_its_period(published: datetime | None,
+                                              expected: bool) -> None:
+    parsed = parse_rule_text(DATED, "dated.yaml")
+    assert not parsed.problems
+    ruleset, problems = resolve([parsed])
+    engine = Engine(ruleset)
+    article = Article(url="", title="A truce in Gaza", published=published)
+    assert bool(engine.match(article)) is expected
+    assert bool(reference_match(ruleset, article, None)) is expected
+    named = Article(url="", title="Hamas accepts a truce", published=published)
+    assert engine.match(named)                     # a named actor is never limited by dates
+
+
+def test_a_backwards_period_names_file_and_line() -> None:
+    parsed = parse_rule_text(DATED.replace("to: 2025-01-19", "to: 2020-01-01"), "dated.yaml")
+    assert any("dated.yaml:" in str(p) and "'from' 2023-10-07 is after 'to' 2020-01-01"
+               in str(p) for p in parsed.problems), parsed.problems
