@@ -17,7 +17,6 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_valid
                       model_validator)
 
 from monitor.errors import ConfigError, Problem
-from monitor.redact import masked_url
 from monitor.yamlfile import YDict, YList, line_of, read_yaml, validate
 
 CONFIG_ENV = "NEWS_MONITOR_CONFIG"
@@ -197,44 +196,64 @@ class DigestSpec(_Strict):
 
 
 class SubscriberSpec(_Strict):
-    """One entry of the subscribers file: a name, one channel, and the rules followed."""
+    """One entry of the subscribers file: a name, one channel, and the rules followed.
+
+    The channel's own keys (`email:`, `webhook:` + `secret_env:`, `apprise:` or `url_env:`,
+    `console: true`, ...) are declared by the channel modules (monitor/notify): the entry is
+    read as the common keys below plus `channel` and `settings`, the channel's validated fields.
+    """
 
     name: str = Field(min_length=1)
-    email: str | None = None
-    webhook: str | None = None
-    console: bool = False
-    secret_env: str | None = None            # NAME of the variable holding "whsec_..."
     rules: list[str] | Literal["*"] = "*"
     digest: DigestSpec | None = None         # absent: every alert is sent immediately
     cooldown: Duration = written("0s")         # time between two alerts of one rule
+    channel: str
+    settings: Any
 
-    @model_validator(mode="after")
-    def _one_channel(self) -> SubscriberSpec:
-        channels = [name for name in ("email", "webhook", "console") if getattr(self, name)]
-        if len(channels) != 1:
-            raise ValueError(f"subscriber '{self.name}' needs exactly one of email, webhook or "
-                             f"console (has {', '.join(channels) or 'none'})")
-        if self.email and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email):
-            raise ValueError(f"'{self.email}' is not an e-mail address")
-        if self.webhook and not re.match(r"^https?://[^/\s]+", self.webhook, re.IGNORECASE):
-            # The path may be the token: never shown.
-            raise ValueError(f"webhook '{masked_url(self.webhook)}' must start with http:// "
-                             f"or https://")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _channel_fields(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or "settings" in value:
+            return value
+        from pydantic import ValidationError
 
-    @property
-    def channel(self) -> str:
-        return "email" if self.email else "webhook" if self.webhook else "console"
+        from monitor.notify import CHANNEL_TYPES
+        common = {"name", "rules", "digest", "cooldown"}
+        own = {k: v for k, v in value.items() if k not in common}
+        picked = [kind for kind in CHANNEL_TYPES.values() if any(k in own for k in kind.keys)]
+        name = value.get("name", "?")
+        if len(picked) != 1:
+            known = ", ".join(k for kind in CHANNEL_TYPES.values() for k in kind.keys)
+            has = ", ".join(kind.name for kind in picked) or "none"
+            raise ValueError(f"subscriber '{name}' needs exactly one channel ({known}); "
+                             f"has {has}")
+        kind = picked[0]
+        try:
+            fields = kind.fields.model_validate(dict(own))
+        except ValidationError as exc:
+            raise ValueError("; ".join(_field_error(kind.name, error)
+                                       for error in exc.errors())) from None
+        return {**{k: v for k, v in value.items() if k in common}, "channel": kind.name,
+                "settings": fields}
 
     @property
     def target(self) -> str:
-        return self.email or self.webhook or "stdout"
+        """The endpoint stored with each delivery (never a secret)."""
+        return str(self.settings.target())
+
+    @property
+    def shown(self) -> str:
+        return str(self.settings.shown())
 
     def follows(self, rule_id: str) -> bool:
         return self.rules == "*" or rule_id in self.rules
 
-    def secret(self) -> str | None:
-        return os.environ.get(self.secret_env) if self.secret_env else None
+
+def _field_error(channel: str, error: Any) -> str:
+    """'key: message', unless the message already starts with the key."""
+    where = ".".join(str(p) for p in error["loc"]) or channel
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message if message.startswith(where) else f"{where}: {message}"
 
 
 # --- locating and reading ---------------------------------------------------------------------
@@ -331,19 +350,7 @@ def load_subscribers(path: Path | None) -> tuple[list[SubscriberSpec], list[Prob
 
 def _subscriber_problems(spec: SubscriberSpec) -> list[str]:
     """What would make every delivery to this subscriber fail, found before the first one."""
-    from monitor.notify.webhook import check_url, secret_key
-    problems = []
-    if spec.webhook and (problem := check_url(spec.webhook)):
-        problems.append(f"webhook {masked_url(spec.webhook)}: {problem}")
-    secret = spec.secret()
-    if spec.secret_env and secret is None:
-        problems.append(f"environment variable {spec.secret_env} is not set")
-    elif secret is not None:
-        try:
-            secret_key(secret)
-        except ValueError as exc:
-            problems.append(f"{spec.secret_env}: {exc}")
-    return problems
+    return list(spec.settings.problems())
 
 
 def _item_line(data: Any, index: int, fallback: int) -> int:

@@ -63,9 +63,9 @@ def run_demo(out: TextIO) -> int:
             settings = Settings(database=f"sqlite:///{tmp}/demo.db",
                                 allow_private_networks=True)
             loaded = load_all(settings)
-            loaded = Loaded([SourceSpec(id="samples", url=f"{base}/feed.xml")],
-                            [SubscriberSpec(name="you", console=True)], loaded.ruleset,
-                            loaded.rule_files, loaded.problems)
+            you = SubscriberSpec.model_validate({"name": "you", "console": True})
+            loaded = Loaded([SourceSpec(id="samples", url=f"{base}/feed.xml")], [you],
+                            loaded.ruleset, loaded.rule_files, loaded.problems)
             samples = len(list((shipped_dir() / "seeds" / "articles").glob("*.txt")))
             print(f"news-monitor demo: serving {samples} sample articles at {base}/feed.xml; "
                   f"{len(loaded.ruleset.rules)} shipped rules; database {tmp}/demo.db\n",

@@ -71,7 +71,7 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
     fetcher = Fetcher(settings.fetch, settings.allow_private_networks)
     http = make_client(settings.fetch, settings.allow_private_networks)
     channel_context = ChannelContext(settings.smtp, http, Templates(settings.templates), out,
-                                     settings.delivery.timeout)
+                                     settings.delivery.timeout, settings.allow_private_networks)
     context = Context(settings=settings, store=store, fetcher=fetcher,
                       rules=Rules(Engine(loaded.ruleset)),
                       sources={s.id: s for s in loaded.sources},

@@ -60,7 +60,8 @@ def test_subscribers_need_one_channel_and_their_secret(tmp_path: Path,
     subscribers, problems = load_subscribers(path)
     text = "\n".join(str(p) for p in problems)
     assert [s.name for s in subscribers] == ["hook"]
-    assert "needs exactly one of email, webhook or console" in text
+    assert "needs exactly one channel (email, webhook, console, apprise, url_env); has email, " \
+        "webhook" in text
     assert "environment variable MISSING_SECRET is not set" in text
     assert "'not-an-address' is not an e-mail address" in text
 

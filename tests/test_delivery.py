@@ -166,7 +166,8 @@ def test_webhook_to_loopback_is_refused(receiver: WebhookReceiver) -> None:
     async def attempt() -> None:
         http = make_client(FetchSettings(), allow_private=False)
         channel = WebhookChannel(http, Templates(), 5)
-        spec = SubscriberSpec(name="x", webhook=f"http://localhost:{receiver.port}/hook")
+        spec = SubscriberSpec.model_validate({"name": "x",
+                                              "webhook": f"http://localhost:{receiver.port}/hook"})
         try:
             await channel.send(spec, [], "msg_1")
         finally:

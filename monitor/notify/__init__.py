@@ -1,32 +1,29 @@
-"""Alert channels. Each channel is one module; CHANNELS maps a subscriber's channel to it.
+"""Alert channels. A channel is one module; the registry below is one line per channel.
 
-A channel takes a subscriber and a batch of alerts (one, or a digest) and either returns or
-raises DeliveryError saying whether the failure is temporary, permanent or 'gone'.
+A channel module defines its subscriber fields (a pydantic model), how it is built from the
+ChannelContext, and how it sends a batch of alerts (one, or a digest): it returns, or raises
+DeliveryError saying whether the failure is temporary, permanent or 'gone'. See base.py.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from monitor.notify import apprise_channel, console, email, webhook
+from monitor.notify.base import Channel, ChannelFields, ChannelType
+from monitor.notify.context import ChannelContext
 
-from monitor.config import SubscriberSpec
-from monitor.models import Alert
-
-
-class Channel(Protocol):
-    async def send(self, subscriber: SubscriberSpec, alerts: list[Alert],
-                   delivery_id: str) -> None: ...
-
-
-def channels(context: "ChannelContext") -> dict[str, Channel]:
-    """The registry: a new channel is one new module and one line here."""
-    from monitor.notify.console import ConsoleChannel
-    from monitor.notify.email import EmailChannel
-    from monitor.notify.webhook import WebhookChannel
-    return {"email": EmailChannel(context.smtp, context.templates),
-            "webhook": WebhookChannel(context.http, context.templates, context.timeout),
-            "console": ConsoleChannel(context.out, context.templates)}
+# The registry: adding a channel is its module plus one entry here.
+CHANNEL_TYPES: dict[str, ChannelType] = {kind.name: kind for kind in (
+    email.CHANNEL,
+    webhook.CHANNEL,
+    console.CHANNEL,
+    apprise_channel.CHANNEL,
+)}
 
 
-from monitor.notify.context import ChannelContext  # noqa: E402
+def channels(context: ChannelContext) -> dict[str, Channel]:
+    """One sender per channel type, sharing the context's clients."""
+    return {name: kind.build(context) for name, kind in CHANNEL_TYPES.items()}
 
-__all__ = ["Channel", "ChannelContext", "channels"]
+
+__all__ = ["CHANNEL_TYPES", "Channel", "ChannelContext", "ChannelFields", "ChannelType",
+           "channels"]

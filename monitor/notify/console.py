@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
-from monitor.config import SubscriberSpec
 from monitor.models import Alert
+from monitor.notify.base import ChannelFields, ChannelType
 from monitor.notify.render import Templates
+
+if TYPE_CHECKING:
+    from monitor.config import SubscriberSpec
+    from monitor.notify.context import ChannelContext
+
+
+class ConsoleFields(ChannelFields):
+    console: Literal[True]
+
+    def target(self) -> str:
+        return "stdout"
 
 
 class ConsoleChannel:
@@ -20,3 +31,11 @@ class ConsoleChannel:
                                      subscriber=subscriber.name)
         self.out.write(text)
         self.out.flush()
+
+
+def _build(context: ChannelContext) -> ConsoleChannel:
+    return ConsoleChannel(context.out, context.templates)
+
+
+CHANNEL = ChannelType("console", ConsoleFields, ("console",), _build,
+                      "alerts printed on standard output (the demo, trials)")

@@ -18,3 +18,4 @@ class ChannelContext:
     templates: Templates
     out: TextIO
     timeout: float = 30.0
+    allow_private: bool = False      # the SSRF policy, for channels that connect themselves

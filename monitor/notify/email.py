@@ -18,10 +18,18 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import formatdate
 
-from monitor.config import SmtpSettings, SubscriberSpec
+from typing import TYPE_CHECKING
+
+from pydantic import field_validator
+
 from monitor.errors import DeliveryError
 from monitor.models import Alert
+from monitor.notify.base import ChannelFields, ChannelType, fields_of
 from monitor.notify.render import Templates
+
+if TYPE_CHECKING:
+    from monitor.config import SmtpSettings, SubscriberSpec
+    from monitor.notify.context import ChannelContext
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -72,6 +80,20 @@ def build_message(smtp: SmtpSettings, to: str, alerts: list[Alert], delivery_id:
     return message
 
 
+class EmailFields(ChannelFields):
+    email: str
+
+    @field_validator("email")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+            raise ValueError(f"'{value}' is not an e-mail address")
+        return value
+
+    def target(self) -> str:
+        return self.email
+
+
 class EmailChannel:
     def __init__(self, smtp: SmtpSettings, templates: Templates) -> None:
         self.smtp = smtp
@@ -79,8 +101,8 @@ class EmailChannel:
 
     async def send(self, subscriber: SubscriberSpec, alerts: list[Alert],
                    delivery_id: str) -> None:
-        assert subscriber.email
-        message = build_message(self.smtp, subscriber.email, alerts, delivery_id, self.templates)
+        to = fields_of(subscriber, EmailFields).email
+        message = build_message(self.smtp, to, alerts, delivery_id, self.templates)
         await asyncio.to_thread(self._send, message)
 
     def _send(self, message: EmailMessage) -> None:
@@ -125,3 +147,11 @@ def _refused(recipients: dict[str, tuple[int, bytes]]) -> DeliveryError:
              for who, (code, reply) in recipients.items()]
     permanent = all(500 <= code < 600 for code, _ in recipients.values())
     return DeliveryError("recipient refused: " + "; ".join(parts), permanent=permanent)
+
+
+def _build(context: ChannelContext) -> EmailChannel:
+    return EmailChannel(context.smtp, context.templates)
+
+
+CHANNEL = ChannelType("email", EmailFields, ("email",), _build,
+                      "multipart text + HTML over SMTP (settings under smtp: in the config)")

@@ -12,17 +12,25 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
+import re
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import field_validator
 
-from monitor.config import SubscriberSpec
 from monitor.errors import BlockedAddressError, DeliveryError
 from monitor.fetch import retry_after_seconds
 from monitor.redact import masked_text, masked_url
 from monitor.models import Alert
+from monitor.notify.base import ChannelFields, ChannelType, fields_of
 from monitor.notify.render import Templates
+
+if TYPE_CHECKING:
+    from monitor.config import SubscriberSpec
+    from monitor.notify.context import ChannelContext
 
 
 def secret_key(secret: str) -> bytes:
@@ -69,6 +77,43 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: int,
                for candidate in headers["webhook-signature"].split())
 
 
+class WebhookFields(ChannelFields):
+    webhook: str
+    secret_env: str | None = None            # NAME of the variable holding "whsec_..."
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value, re.IGNORECASE):
+            # The path may be the token: never shown.
+            raise ValueError(f"webhook '{masked_url(value)}' must start with http:// or "
+                             f"https://")
+        return value
+
+    def target(self) -> str:
+        return self.webhook
+
+    def shown(self) -> str:
+        return masked_url(self.webhook)
+
+    def secret(self) -> str | None:
+        return os.environ.get(self.secret_env) if self.secret_env else None
+
+    def problems(self) -> list[str]:
+        problems = []
+        if problem := check_url(self.webhook):
+            problems.append(f"webhook {masked_url(self.webhook)}: {problem}")
+        secret = self.secret()
+        if self.secret_env and secret is None:
+            problems.append(f"environment variable {self.secret_env} is not set")
+        elif secret is not None:
+            try:
+                secret_key(secret)
+            except ValueError as exc:
+                problems.append(f"{self.secret_env}: {exc}")
+        return problems
+
+
 class WebhookChannel:
     def __init__(self, http: httpx.AsyncClient, templates: Templates, timeout: float) -> None:
         self.http = http
@@ -77,24 +122,24 @@ class WebhookChannel:
 
     async def send(self, subscriber: SubscriberSpec, alerts: list[Alert],
                    delivery_id: str) -> None:
-        assert subscriber.webhook
+        fields = fields_of(subscriber, WebhookFields)
+        url = fields.webhook
         now = datetime.now(timezone.utc)
         body = self.templates.webhook_body(alerts, delivery_id, now)
         timestamp = int(now.timestamp())
         headers = {"content-type": "application/json", "webhook-id": delivery_id,
                    "webhook-timestamp": str(timestamp)}
-        secret = subscriber.secret()
+        secret = fields.secret()
         if secret:
             try:
                 headers["webhook-signature"] = sign(secret, delivery_id, timestamp, body)
             except ValueError as exc:
-                raise DeliveryError(f"{subscriber.secret_env}: {exc}", permanent=True) from None
-        problem = check_url(subscriber.webhook)
+                raise DeliveryError(f"{fields.secret_env}: {exc}", permanent=True) from None
+        problem = check_url(url)
         if problem:
-            raise DeliveryError(f"webhook {masked_url(subscriber.webhook)}: {problem}",
-                                permanent=True)
+            raise DeliveryError(f"webhook {masked_url(url)}: {problem}", permanent=True)
         try:
-            response = await self.http.post(subscriber.webhook, content=body, headers=headers,
+            response = await self.http.post(url, content=body, headers=headers,
                                              timeout=self.timeout, follow_redirects=False)
         except BlockedAddressError as exc:
             raise DeliveryError(str(exc), permanent=True) from None
@@ -111,3 +156,11 @@ def _check(response: httpx.Response, now: datetime) -> None:
         raise DeliveryError("410 Gone: the receiver asked to stop; endpoint disabled", gone=True)
     wait = retry_after_seconds(response.headers.get("retry-after"), now)
     raise DeliveryError(f"HTTP {status} {response.reason_phrase}", retry_after=wait)
+
+
+def _build(context: ChannelContext) -> WebhookChannel:
+    return WebhookChannel(context.http, context.templates, context.timeout)
+
+
+CHANNEL = ChannelType("webhook", WebhookFields, ("webhook",), _build,
+                      "JSON POST signed as Standard Webhooks (secret from secret_env)")
