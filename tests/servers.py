@@ -206,3 +206,121 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError("condition not met within %.1f s" % timeout)
         time.sleep(interval)
+
+
+# --- vendor APIs behind an intercepting proxy -------------------------------------------------
+
+VENDOR_ANSWERS = {
+    "hooks.slack.com": b"ok",
+    "api.telegram.org": b'{"ok": true, "result": {"message_id": 1}}',
+}
+
+
+@dataclass
+class Intercepted:
+    host: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class VendorProxy:
+    """An HTTPS proxy on 127.0.0.1 that plays the vendors' APIs (Slack, Telegram).
+
+    A client told to use it (HTTPS_PROXY) opens a CONNECT tunnel to, say, hooks.slack.com:443;
+    the proxy answers the TLS handshake itself with a certificate for those names, made here,
+    which the client trusts through REQUESTS_CA_BUNDLE. So Apprise's own Slack and Telegram code
+    runs unchanged, certificate check included, and nothing leaves the machine. Answers come
+    from `script` (statuses, then 200 with the vendor's usual body).
+    """
+
+    def __init__(self, directory: Path, hosts: tuple[str, ...] = tuple(VENDOR_ANSWERS)) -> None:
+        self.cert, key = directory / "vendors.pem", directory / "vendors.key"
+        names = ",".join(f"DNS:{host}" for host in hosts)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", f"/CN={hosts[0]}", "-addext", f"subjectAltName={names}",
+                        "-keyout", str(key), "-out", str(self.cert)], check=True,
+                       capture_output=True)
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(self.cert, key)
+        self.received: list[Intercepted] = []
+        self.script: list[int] = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client process needs to go through the proxy and trust its certificate."""
+        return {"HTTPS_PROXY": f"http://127.0.0.1:{self.port}",
+                "https_proxy": f"http://127.0.0.1:{self.port}",
+                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                "REQUESTS_CA_BUNDLE": str(self.cert)}
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            head, _ = _read_head(conn)
+            host = head.split(b" ")[1].decode().rsplit(":", 1)[0] if head else ""
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            try:
+                tls = self.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+            with tls:
+                request, rest = _read_head(tls)
+                if not request:
+                    return
+                lines = request.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, v in
+                           (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                body = _read_exactly(tls, rest, int(headers.get("content-length", "0")))
+                with self.lock:
+                    self.received.append(Intercepted(host, method, path, headers, body))
+                    status = self.script.pop(0) if self.script else 200
+                answer = VENDOR_ANSWERS.get(host, b"{}") if status == 200 else \
+                    b'{"ok": false, "description": "try again"}'
+                tls.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                            f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n"
+                            .encode() + answer)
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The request line and headers, and whatever of the body came with them."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return b"", b""
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _read_exactly(sock: socket.socket, data: bytes, length: int) -> bytes:
+    while len(data) < length:
+        chunk = sock.recv(length - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data[:length]
