@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("action", nargs="?", choices=("list", "retry"), default="list")
     deliveries.add_argument("delivery_id", nargs="?")
     deliveries.add_argument("--all-dead", action="store_true")
-    deliveries.add_argument("--status", default="pending,dead,disabled")
+    deliveries.add_argument("--status", default="pending,dead,disabled,cancelled")
     sources = command("sources", cmd_sources, "show source health, or import an OPML file")
     sources.add_argument("action", nargs="?", choices=("list", "import"), default="list")
     sources.add_argument("file", nargs="?")
@@ -204,14 +204,14 @@ def print_summary(report: CycleReport, seconds: float, out: Any = None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.scheduler import Daemon, RuleWatcher
+    from monitor.scheduler import Daemon, ListWatcher, RuleWatcher
     settings = settings_of(args)
     loaded = load_all(settings)
     log_problems(loaded.problems)
 
     async def daemon() -> None:
         async with running(settings, loaded) as ctx:
-            service = Daemon(ctx, RuleWatcher(ctx, loaded.rule_files))
+            service = Daemon(ctx, RuleWatcher(ctx, loaded.rule_files), ListWatcher(ctx))
             from monitor.ops import serve_ops
             async with serve_ops(settings.http_host, settings.http_port, ctx, service):
                 await service.run()

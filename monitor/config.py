@@ -116,7 +116,7 @@ class Settings(_Strict):
     allow_private_networks: bool = False
     alert_max_age: Duration = written("3d")     # older articles are stored and matched, not alerted
     tick: Duration = written("5s")              # how often the daemon looks for due sources
-    rules_poll: Duration = written("2s")        # how often the daemon looks for edited rule files
+    rules_poll: Duration = written("2s")        # how often the daemon looks for edited rule, source and subscriber files
     job_deadline: Duration = written("5m")      # no scheduled job runs longer than this
     http_port: int | None = None              # /healthz, /readyz, /metrics
     http_host: str = "127.0.0.1"              # where that endpoint listens (a container: 0.0.0.0)
@@ -339,13 +339,20 @@ def load_sources(path: Path) -> tuple[list[SourceSpec], list[Problem]]:
 
 def load_subscribers(path: Path | None) -> tuple[list[SubscriberSpec], list[Problem]]:
     """Every valid subscriber; each invalid entry becomes a problem and is left out."""
+    subscribers, invalid, warnings = read_subscribers(path)
+    return subscribers, invalid + warnings
+
+
+def read_subscribers(path: Path | None
+                     ) -> tuple[list[SubscriberSpec], list[Problem], list[Problem]]:
+    """The valid subscribers, the problems that left entries out, and the problems of valid
+    entries that would make their deliveries fail (an unset secret variable, ...)."""
     if path is None:
-        return [], []
-    kept, problems = _load_list(path, "subscribers", SubscriberSpec, "name", "subscriber name")
-    for spec, line in kept:
-        problems += [Problem(str(path), line, f"subscriber '{spec.name}': {message}")
-                     for message in _subscriber_problems(spec)]
-    return [spec for spec, _ in kept], problems
+        return [], [], []
+    kept, invalid = _load_list(path, "subscribers", SubscriberSpec, "name", "subscriber name")
+    warnings = [Problem(str(path), line, f"subscriber '{spec.name}': {message}")
+                for spec, line in kept for message in _subscriber_problems(spec)]
+    return [spec for spec, _ in kept], invalid, warnings
 
 
 def _subscriber_problems(spec: SubscriberSpec) -> list[str]:

@@ -12,14 +12,16 @@ import asyncio
 import logging
 import signal
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from monitor.config import load_sources, read_subscribers
 from monitor.match import Engine
 from monitor.pipeline import Context, run_cycle
 from monitor.rules import RuleFile, load_rules
-from monitor.runtime import rules_fingerprint
+from monitor.runtime import cross_check, rules_fingerprint
 
 log = logging.getLogger("monitor.scheduler")
 
@@ -62,9 +64,11 @@ class RuleWatcher:
 class Daemon:
     """Runs the scheduler until SIGTERM or Ctrl-C, then stops between transactions."""
 
-    def __init__(self, ctx: Context, watcher: RuleWatcher) -> None:
+    def __init__(self, ctx: Context, watcher: RuleWatcher,
+                 lists: ListWatcher | None = None) -> None:
         self.ctx = ctx
         self.watcher = watcher
+        self.lists = lists
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[Any]] = set()
         self.last_cycle: datetime | None = None
@@ -100,6 +104,8 @@ class Daemon:
 
     async def _reload(self) -> None:
         self.watcher.poll()
+        if self.lists is not None:
+            self.lists.poll()
 
     async def run(self) -> None:
         settings = self.ctx.settings
@@ -108,7 +114,7 @@ class Daemon:
                                "interval", seconds=settings.tick, next_run_time=now,
                                id="cycle", max_instances=1, coalesce=True,
                                misfire_grace_time=max(30, int(settings.tick)))
-        self.scheduler.add_job(self._guarded("rules", self._reload, 30.0), "interval",
+        self.scheduler.add_job(self._guarded("reload", self._reload, 30.0), "interval",
                                seconds=settings.rules_poll, id="rules", max_instances=1,
                                coalesce=True, misfire_grace_time=30)
         loop = asyncio.get_running_loop()
@@ -132,3 +138,98 @@ class Daemon:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _fingerprint(path: Path | None) -> tuple[int, int] | None:
+    try:
+        stat = path.stat() if path else None
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns) if stat else None
+
+
+class ListWatcher:
+    """Reloads the sources and subscribers files when they change, as rule files reload.
+
+    The whole file is validated first; with any entry invalid, every problem is logged with
+    its file:line and the version in service stays (a typo must not remove a subscriber and
+    cancel their alerts). A good edit adds, changes and removes: a removed source is no longer
+    polled (its stored articles stay); a removed subscriber's pending deliveries are cancelled.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        settings = ctx.settings
+        self.seen = {"sources": _fingerprint(settings.sources),
+                     "subscribers": _fingerprint(settings.subscribers)}
+        self.failed: dict[str, tuple[int, int] | None] = {}
+
+    def poll(self) -> bool:
+        changed = False
+        for name, path, reload in (("sources", self.ctx.settings.sources, self._sources),
+                                   ("subscribers", self.ctx.settings.subscribers,
+                                    self._subscribers)):
+            if path is None:
+                continue
+            current = _fingerprint(path)
+            if current == self.seen[name] or (name in self.failed and
+                                              current == self.failed[name]):
+                continue
+            try:
+                ok = reload(path)
+            except Exception:  # a loader bug must not freeze the file: the next edit retries
+                log.exception("%s reload failed; the %s in service are unchanged", name, name)
+                ok = False
+            if ok:
+                self.seen[name] = current
+                self.failed.pop(name, None)
+                changed = True
+            else:
+                self.failed[name] = current
+        return changed
+
+    def _sources(self, path: Path) -> bool:
+        specs, problems = load_sources(path)
+        if problems:
+            for problem in problems:
+                log.error("sources not reloaded, the version in service is kept: %s", problem)
+            return False
+        old, new = self.ctx.sources, {spec.id: spec for spec in specs}
+        self.ctx.store.sync_sources(specs, self.ctx.now())
+        self.ctx.sources = new
+        log.info("sources reloaded from %s: %d in service%s", path, len(new),
+                 _changes(old, new, "no longer polled, stored articles kept"))
+        return True
+
+    def _subscribers(self, path: Path) -> bool:
+        specs, invalid, warnings = read_subscribers(path)
+        if invalid:
+            for problem in invalid:
+                log.error("subscribers not reloaded, the version in service is kept: %s",
+                          problem)
+            return False
+        for problem in warnings:
+            log.error("%s", problem)
+        old = {spec.name: spec for spec in self.ctx.subscribers}
+        new = {spec.name: spec for spec in specs}
+        for problem in cross_check(self.ctx.settings, specs, self.ctx.rules.engine.ruleset):
+            log.warning("%s", problem)
+        self.ctx.subscribers = specs
+        removed = sorted(set(old) - set(new))
+        cancelled = self.ctx.store.cancel_deliveries(
+            removed, f"subscriber removed from {path.name}") if removed else 0
+        log.info("subscribers reloaded from %s: %d in service%s%s", path, len(new),
+                 _changes(old, new, "pending deliveries cancelled"),
+                 f" ({cancelled} delivery(ies) cancelled)" if cancelled else "")
+        return True
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], removed_note: str) -> str:
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+    parts = [f"added {', '.join(added)}" if added else "",
+             f"changed {', '.join(changed)}" if changed else "",
+             f"removed {', '.join(removed)} ({removed_note})" if removed else ""]
+    text = "; ".join(p for p in parts if p)
+    return f"; {text}" if text else "; nothing changed"

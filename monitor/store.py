@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence, get_args
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
                         bindparam, case, event, func, or_, union, update)
@@ -129,7 +129,7 @@ class DeliveryRow(SQLModel, table=True):
     subscriber: str = Field(index=True)
     channel: str
     target: str
-    status: str = "pending"                      # pending | sent | dead | disabled
+    status: str = "pending"                      # a DeliveryStatus
     attempts: int = 0
     next_attempt: datetime | None = _time()
     last_error: str | None = None
@@ -138,6 +138,13 @@ class DeliveryRow(SQLModel, table=True):
     lease_owner: str | None = None
     lease_until: datetime | None = _time()
     payload: str = _text()
+
+
+# What happened to a delivery: waiting (or retrying), accepted by the channel's server, given
+# up after the retry schedule or a permanent error, switched off by its endpoint (410 Gone),
+# or cancelled because its subscriber was removed from the subscribers file.
+DeliveryStatus = Literal["pending", "sent", "dead", "disabled", "cancelled"]
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
 
 
 class EndpointRow(SQLModel, table=True):
@@ -425,6 +432,17 @@ class Store:
             session.execute(update(DeliveryRow).where(
                 DeliveryRow.subscriber == subscriber, DeliveryRow.status == "pending"
             ).values(status="disabled", last_error=reason))
+
+    def cancel_deliveries(self, subscribers: Sequence[str], reason: str) -> int:
+        """Pending deliveries of removed subscribers become 'cancelled' (kept, shown as such)."""
+        if not subscribers:
+            return 0
+        with self.session() as session:
+            result = session.execute(update(DeliveryRow).where(
+                DeliveryRow.subscriber.in_(list(subscribers)),  # type: ignore[attr-defined]
+                DeliveryRow.status == "pending").values(status="cancelled", last_error=reason,
+                                                        lease_owner=None, lease_until=None))
+            return int(result.rowcount or 0)
 
     def disabled_endpoints(self) -> dict[str, str]:
         with self.session() as session:

@@ -140,3 +140,65 @@ def test_operator_endpoint(daemon_dir: Workdir, feeds: FeedServer,
         assert "news_monitor_deliveries_pending 0.0" in text
     finally:
         assert daemon.stop() == 0
+
+
+def test_sources_and_subscribers_reload_without_a_restart(daemon_dir: Workdir, feeds: FeedServer,
+                                                          receiver: WebhookReceiver) -> None:
+    stuck = WebhookReceiver()
+    stuck.script = [(500, {})] * 100
+    newbie = WebhookReceiver()
+    try:
+        (daemon_dir.path / "rules" / "science.yaml").write_text(
+            "rules:\n  - id: quantum\n    title: Quantum\n    all:\n      - keywords: [quantum]\n")
+        daemon_dir.config["delivery"] = {"retry": ["1h"], "timeout": 10}
+        daemon_dir.subscribers.append({"name": "stuck", "webhook": stuck.base + "/hook"})
+        feeds.put("/wire.xml", rss([item("a", "Quantum computing milestone")]))
+        daemon = Daemon(daemon_dir)
+        try:
+            wait_for(lambda: alerted(receiver, "Quantum computing milestone"), timeout=20)
+            wait_for(lambda: stuck.received, timeout=10)       # failed once, pending for an hour
+
+            # A new source and a new subscriber, and 'stuck' removed: no restart.
+            feeds.put("/desk.xml", rss([item("d", "Quantum sensors from the desk")]))
+            daemon_dir.sources.append({"id": "desk", "url": feeds.base + "/desk.xml",
+                                       "interval": "1s"})
+            daemon_dir.subscribers = [daemon_dir.subscribers[0],
+                                      {"name": "newbie", "webhook": newbie.base + "/hook",
+                                       "rules": ["quantum"]}]
+            daemon_dir.write()
+            wait_for(lambda: "sources reloaded" in daemon.text(), timeout=10)
+            wait_for(lambda: "subscribers reloaded" in daemon.text(), timeout=10)
+            wait_for(lambda: alerted(newbie, "Quantum sensors from the desk"), timeout=15)
+            text = daemon.text()
+            assert "added desk" in text and "added newbie" in text
+            assert "removed stuck (pending deliveries cancelled) (1 delivery(ies) cancelled)" \
+                in text
+            listing = daemon_dir.cli("deliveries")
+            assert "cancelled" in listing.stdout and "subscriber removed from subscribers.yaml" \
+                in listing.stdout
+
+            # A broken edit is reported with file:line and changes nothing.
+            subscribers_file = daemon_dir.path / "subscribers.yaml"
+            subscribers_file.write_text(subscribers_file.read_text() +
+                                        "- name: broken\n  webhook: ftp://nowhere\n")
+            wait_for(lambda: "subscribers not reloaded" in daemon.text(), timeout=10)
+            assert f"{subscribers_file}:" in daemon.text()
+            feeds.put("/desk.xml", rss([item("d", "Quantum sensors from the desk"),
+                                        item("e", "Quantum links abroad")]))
+            wait_for(lambda: alerted(newbie, "Quantum links abroad"), timeout=15)
+
+            # A removed source is no longer polled; its articles stay in the store.
+            daemon_dir.sources = daemon_dir.sources[:1]
+            (daemon_dir.path / "sources.yaml").write_text(
+                "sources:\n  - {id: wire, url: '" + feeds.base + "/wire.xml', interval: 1s}\n")
+            wait_for(lambda: "removed desk (no longer polled" in daemon.text(), timeout=10)
+            time.sleep(1.5)                                  # let a cycle that had it finish
+            polled = sum(1 for path, _ in feeds.hits if path == "/desk.xml")
+            time.sleep(3)
+            assert sum(1 for path, _ in feeds.hits if path == "/desk.xml") == polled
+        finally:
+            code = daemon.stop()
+        assert code == 0, daemon.text()
+    finally:
+        stuck.close()
+        newbie.close()
