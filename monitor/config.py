@@ -116,7 +116,7 @@ class Settings(_Strict):
     allow_private_networks: bool = False
     alert_max_age: Duration = written("3d")     # older articles are stored and matched, not alerted
     tick: Duration = written("5s")              # how often the daemon looks for due sources
-    rules_poll: Duration = written("2s")        # how often the daemon looks for edited rule, source and subscriber files
+    rules_poll: Duration = written("2s")        # how often edited rules, sources, subscribers
     job_deadline: Duration = written("5m")      # no scheduled job runs longer than this
     http_port: int | None = None              # /healthz, /readyz, /metrics
     http_host: str = "127.0.0.1"              # where that endpoint listens (a container: 0.0.0.0)
