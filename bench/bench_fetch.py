@@ -82,7 +82,7 @@ def pipeline(port: int, feeds: int, hosts: int, concurrency: int) -> dict[str, f
 def bare_loop(port: int, feeds: int, hosts: int, concurrency: int) -> dict[str, float]:
     async def run() -> None:
         settings = FetchSettings(concurrency=concurrency, per_host=2)
-        async with Fetcher(settings, allow_private=True) as fetcher:
+        async with Fetcher.guarded(settings, allow_private=True) as fetcher:
             await asyncio.gather(*(fetcher.get(u) for u in urls(port, feeds, hosts)))
     _, wall, cpu = measure(lambda: asyncio.run(run()))
     return {"requests_per_s": round(feeds / wall), "cpu_ms_per_request":

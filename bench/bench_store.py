@@ -24,7 +24,8 @@ import psycopg
 from monitor.config import Settings, SourceSpec
 from monitor.match import Engine
 from monitor.models import Article, FetchResult
-from monitor.pipeline import Context, Rules, save
+from monitor.context import Context, Rules
+from monitor.pipeline import save
 from monitor.rules import load_rules
 from monitor.store import SourceRow, open_store
 

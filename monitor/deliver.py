@@ -24,12 +24,13 @@ from monitor.config import DigestSpec, SubscriberSpec
 from monitor.errors import DeliveryError
 from monitor.models import Alert, Article, Match
 from monitor.notify.render import alert_from
+from monitor.records import DeliveryUpdate
 from monitor.redact import masked_text
 from monitor.retry import delivery_delay
 from monitor.store import DeliveryRow
 
 if TYPE_CHECKING:
-    from monitor.pipeline import Context
+    from monitor.context import Context
 
 log = logging.getLogger("monitor.deliver")
 SEND_CONCURRENCY = 20
@@ -122,11 +123,12 @@ async def _send_batch(ctx: Context, rows: list[DeliveryRow],
     head = rows[0]
     spec = subscribers.get(head.subscriber)
     if spec is None:
-        _finish(ctx, rows, status="dead", last_error=f"subscriber '{head.subscriber}' is no "
-                                                     f"longer configured")
+        _finish(ctx, rows, DeliveryUpdate(status="dead", last_error=f"subscriber "
+                                           f"'{head.subscriber}' is no longer configured"))
         return 0, len(rows)
     if disabled.get(spec.name) == spec.target:
-        _finish(ctx, rows, status="disabled", last_error="endpoint disabled after 410 Gone")
+        _finish(ctx, rows, DeliveryUpdate(status="disabled",
+                                           last_error="endpoint disabled after 410 Gone"))
         return 0, len(rows)
     alerts = [_with_outlets(ctx, row) for row in rows]
     channel = ctx.channels[spec.channel]
@@ -144,8 +146,8 @@ async def _send_batch(ctx: Context, rows: list[DeliveryRow],
         _failed(ctx, rows, spec, unexpected_failure(exc))
         return 0, len(rows)
     ctx.metrics.deliveries.labels(spec.channel, "sent").inc(len(rows))
-    _finish(ctx, rows, status="sent", sent_at=ctx.now(), attempts=head.attempts + 1,
-            last_error=None)
+    _finish(ctx, rows, DeliveryUpdate(status="sent", sent_at=ctx.now(),
+                                      attempts=head.attempts + 1, last_error=None))
     log.info("delivery %s: sent to %s (%s)", head.id, spec.name, spec.channel)
     return len(rows), 0
 
@@ -173,9 +175,9 @@ def _with_outlets(ctx: Context, row: DeliveryRow) -> Alert:
     return alert
 
 
-def _finish(ctx: Context, rows: list[DeliveryRow], **values: Any) -> None:
+def _finish(ctx: Context, rows: list[DeliveryRow], outcome: DeliveryUpdate) -> None:
     for row in rows:
-        ctx.store.finish_delivery(row.id, **values)
+        ctx.store.finish_delivery(row.id, outcome)
 
 
 def _failed(ctx: Context, rows: list[DeliveryRow], spec: SubscriberSpec,
@@ -185,7 +187,8 @@ def _failed(ctx: Context, rows: list[DeliveryRow], spec: SubscriberSpec,
     message = masked_text(str(exc) or type(exc).__name__)
     if isinstance(exc, DeliveryError) and exc.gone:
         ctx.store.disable_endpoint(spec.name, spec.target, message, ctx.now())
-        _finish(ctx, rows, status="disabled", attempts=attempts, last_error=message)
+        _finish(ctx, rows, DeliveryUpdate(status="disabled", attempts=attempts,
+                                          last_error=message))
         log.error("delivery %s to %s: %s", head.id, spec.name, message)
         return
     permanent = isinstance(exc, DeliveryError) and exc.permanent
@@ -193,11 +196,11 @@ def _failed(ctx: Context, rows: list[DeliveryRow], spec: SubscriberSpec,
     delay = None if permanent else delivery_delay(attempts, ctx.settings.delivery.retry,
                                                   retry_after, random.Random())
     if delay is None:
-        _finish(ctx, rows, status="dead", attempts=attempts, last_error=message)
+        _finish(ctx, rows, DeliveryUpdate(status="dead", attempts=attempts, last_error=message))
         log.error("delivery %s to %s: dead after %d attempt(s): %s", head.id, spec.name,
                   attempts, message)
         return
-    _finish(ctx, rows, attempts=attempts, last_error=message,
-            next_attempt=ctx.now() + timedelta(seconds=delay))
+    _finish(ctx, rows, DeliveryUpdate(attempts=attempts, last_error=message,
+                                      next_attempt=ctx.now() + timedelta(seconds=delay)))
     log.warning("delivery %s to %s: %s (attempt %d; retry in %.0f s)", head.id, spec.name,
                 message, attempts, delay)

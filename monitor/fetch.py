@@ -86,21 +86,31 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
 
 @dataclass
 class Fetcher:
-    """Fetches URLs politely: pooled clients, global and per-host limits, hard bounds."""
+    """Fetches URLs politely: global and per-host limits, hard bounds, conditional GETs.
+
+    The HTTP client comes from the caller: `make_client` (every connection through the
+    network policy) in the product, an httpx.MockTransport client where a test needs no
+    server. `Fetcher.guarded(...)` makes one that owns a policy client and closes it.
+    """
 
     settings: FetchSettings
-    allow_private: bool = False
-    _client: httpx.AsyncClient = field(init=False)
+    client: httpx.AsyncClient
+    owns_client: bool = False
     _hosts: defaultdict[str, asyncio.Semaphore] = field(init=False)
     _all: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
-        self._client = make_client(self.settings, self.allow_private)
         self._hosts = defaultdict(lambda: asyncio.Semaphore(self.settings.per_host))
         self._all = asyncio.Semaphore(self.settings.concurrency)
 
+    @classmethod
+    def guarded(cls, settings: FetchSettings, allow_private: bool) -> Fetcher:
+        """A fetcher with its own client under the network policy (call inside the loop)."""
+        return cls(settings, make_client(settings, allow_private), owns_client=True)
+
     async def close(self) -> None:
-        await self._client.aclose()
+        if self.owns_client:
+            await self.client.aclose()
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -146,7 +156,7 @@ class Fetcher:
         host = urlsplit(url).hostname or ""
         async with self._all, self._hosts[host]:
             try:
-                async with self._client.stream("GET", url, headers=headers) as response:
+                async with self.client.stream("GET", url, headers=headers) as response:
                     if response.status_code in _REDIRECTS and "location" in response.headers:
                         return None, response.headers["location"]
                     _raise_for_status(response)

@@ -11,74 +11,27 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import random
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
 
 from monitor import deliver, story
-from monitor.config import Settings, SourceSpec, SubscriberSpec
+from monitor.config import SourceSpec, SubscriberSpec
+from monitor.context import Context, process_alive
 from monitor.errors import FetchError, ParseError
-from monitor.fetch import Fetcher
-from monitor.match import Engine
-from monitor.metrics import Metrics
 from monitor.models import Article, FetchResult, Match
-from monitor.notify import Channel
 from monitor.notify.render import alert_dict
+from monitor.records import FetchState, NewArticle, NewDelivery
 from monitor.parse import canonical_url, clean_text, main_text, parse_feed, parse_listing
 from monitor.retry import source_delay
-from monitor.store import SourceRow, Store
+from monitor.store import SourceRow
 
 log = logging.getLogger("monitor.pipeline")
 _T = TypeVar("_T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def owner_name() -> str:
-    """Who holds a lease: host and pid, so a crashed process's leases can be freed early."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass
-class Rules:
-    """The rule engine in service; hot reload replaces `engine` in one assignment."""
-
-    engine: Engine
-    version: int = 1
-
-
-@dataclass
-class Context:
-    """Everything a cycle needs, built by the command line and passed in."""
-
-    settings: Settings
-    store: Store
-    fetcher: Fetcher
-    rules: Rules
-    sources: dict[str, SourceSpec]
-    subscribers: list[SubscriberSpec]
-    channels: dict[str, Channel]
-    owner: str = field(default_factory=lambda: owner_name())
-    now: Callable[[], datetime] = utcnow
-    metrics: Metrics = field(default_factory=Metrics)
-    on_alert: Callable[[Match, Article, str], None] | None = None
 
 
 @dataclass
@@ -91,7 +44,7 @@ class SourceOutcome:
     queued: int = 0
     not_modified: bool = False
     error: str | None = None
-    state: dict[str, Any] | None = None      # fetch state still to be written
+    state: FetchState | None = None          # fetch state still to be written
 
 
 @dataclass
@@ -166,9 +119,9 @@ async def _refresh(ctx: Context, row: SourceRow) -> SourceOutcome:
         if result.not_modified or body_hash(result.body) == row.content_hash:
             # Many servers ignore conditional GET and resend the same bytes: same cost as 304.
             # Its new fetch state is written with the others' at the end of the cycle.
-            values = _success_values(ctx, row, result, row.items_seen, 0)
-            values["content_hash"] = row.content_hash
-            return SourceOutcome(row.id, True, not_modified=True, state=values)
+            state = replace(_success_state(ctx, row, result, row.items_seen, 0),
+                            content_hash=row.content_hash)
+            return SourceOutcome(row.id, True, not_modified=True, state=state)
         articles = await off_loop(ctx, f"parsing {row.id}", parse_source, spec, result,
                                   ctx.now())
         if spec.full_text:
@@ -253,7 +206,7 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
                 if _fresh(article, now, ctx.settings.alert_max_age):
                     outcome.queued += _queue(ctx, session, found, article, row.id,
                                              article_id, story_id, now)
-        ctx.store.record_fetch(session, row.id, _success_values(ctx, row, result,
+        ctx.store.record_fetch(session, row.id, _success_state(ctx, row, result,
                                                                  len(articles), outcome.new))
         _tell_admin_recovered(ctx, session, row)
     log.debug("source %s: %d item(s), %d new, %d match(es) [%s]", row.id, len(articles),
@@ -267,9 +220,9 @@ def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
         return None, 0
     fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
     joined = _story_of(ctx, session, fingerprint, now) if fingerprint else None
-    values = article_values(source_id, article, now, fingerprint)
-    values["story_id"] = joined            # None: the article starts its own story
-    article_id = ctx.store.insert_article(session, values)
+    # story_id None: the article starts its own story
+    article_id = ctx.store.insert_article(session, article_record(source_id, article, now,
+                                                                  fingerprint, joined))
     if article_id is None:
         return None, 0
     return article_id, joined or article_id
@@ -310,20 +263,18 @@ def index_key(value: str) -> str:
     return value[:200] + "#sha256:" + digest
 
 
-def article_values(source_id: str, article: Article, now: datetime,
-                   fingerprint: list[int] | None) -> dict[str, Any]:
+def article_record(source_id: str, article: Article, now: datetime,
+                   fingerprint: list[int] | None, story_id: int | None = None) -> NewArticle:
     guid, canonical = _identity(article)
     # Parsers already drop control characters; this is the last line before PostgreSQL,
     # which refuses NUL outright, whatever path an article took.
-    values: dict[str, Any] = dict(
-                  source_id=source_id, guid=guid, canonical_url=canonical,
-                  url=clean_text(article.url), title=clean_text(article.title),
-                  summary=clean_text(article.summary), body=clean_text(article.body),
-                  published=min(article.published, now) if article.published else None,
-                  fetched_at=now, minhash=story.encode(fingerprint) if fingerprint else None)
-    if fingerprint:
-        values.update({f"band{i}": band for i, band in enumerate(story.bands(fingerprint))})
-    return values
+    return NewArticle(
+        source_id=source_id, guid=guid, canonical_url=canonical, url=clean_text(article.url),
+        title=clean_text(article.title), summary=clean_text(article.summary),
+        body=clean_text(article.body),
+        published=min(article.published, now) if article.published else None, fetched_at=now,
+        minhash=story.encode(fingerprint) if fingerprint else None,
+        bands=tuple(story.bands(fingerprint)) if fingerprint else (), story_id=story_id)
 
 
 def explanation(found: Match) -> dict[str, Any]:
@@ -347,18 +298,19 @@ def _queue(ctx: Context, session: Any, found: Match, article: Article, source_id
         delivery_id = "msg_" + secrets.token_hex(12)
         alert = deliver.make_alert(delivery_id, found, article, source_id, subscriber.name, now)
         due = deliver.first_attempt(ctx, session, subscriber, found.rule_id, now)
-        queued += ctx.store.queue_delivery(session, dict(
+        queued += ctx.store.queue_delivery(session, NewDelivery(
             id=delivery_id, rule_id=found.rule_id, story_id=story_id, article_id=article_id,
             subscriber=subscriber.name, channel=subscriber.channel, target=subscriber.target,
-            status="pending", attempts=0, next_attempt=due, created_at=now,
+            next_attempt=due, created_at=now,
             payload=json.dumps(alert_dict(alert), ensure_ascii=False)))
     return queued
 
 
-def _success_values(ctx: Context, row: SourceRow, result: FetchResult, items: int,
-                    new: int) -> dict[str, Any]:
+def _success_state(ctx: Context, row: SourceRow, result: FetchResult, items: int,
+                   new: int) -> FetchState:
     now = ctx.now()
-    return dict(last_attempt=now, last_success=now, consecutive_failures=0, last_error=None,
+    return FetchState(last_attempt=now, last_success=now, consecutive_failures=0,
+                last_error=None,
                 http_status=result.status, items_seen=items,
                 articles_total=row.articles_total + new,
                 etag=result.etag if result.etag else (row.etag if result.not_modified else None),
@@ -413,10 +365,10 @@ def _queue_source_alert(ctx: Context, session: Any, admin: SubscriberSpec, row: 
     now = ctx.now()
     delivery_id = "msg_" + secrets.token_hex(12)
     alert = deliver.source_alert(delivery_id, key, title, text, row.id, row.url, admin.name, now)
-    ctx.store.queue_delivery(session, dict(
+    ctx.store.queue_delivery(session, NewDelivery(
         id=delivery_id, rule_id=key, story_id=episode, article_id=None, subscriber=admin.name,
-        channel=admin.channel, target=admin.target, status="pending", attempts=0,
-        next_attempt=now, created_at=now, payload=json.dumps(alert_dict(alert))))
+        channel=admin.channel, target=admin.target, next_attempt=now, created_at=now,
+        payload=json.dumps(alert_dict(alert))))
 
 
 def _record_failure(ctx: Context, row: SourceRow, exc: Exception) -> SourceOutcome:
@@ -424,20 +376,21 @@ def _record_failure(ctx: Context, row: SourceRow, exc: Exception) -> SourceOutco
     failures = row.consecutive_failures + 1
     message = str(exc) or type(exc).__name__
     status = getattr(exc, "status", None)
-    values: dict[str, Any] = dict(last_attempt=now, consecutive_failures=failures,
-                                  last_error=message[:1000], http_status=status)
+    state = FetchState(last_attempt=now, consecutive_failures=failures,
+                       last_error=message[:1000], http_status=status)
     if getattr(exc, "gone", False):
-        values.update(disabled=True, last_error=f"disabled: {message}")
+        state = replace(state, disabled=True, last_error=f"disabled: {message}")
         log.error("source %s: %s; source disabled (remove it or fix the URL)", row.id, message)
     else:
         delay = source_delay(failures, ctx.sources[row.id].interval,
                              ctx.settings.fetch.backoff_max, getattr(exc, "retry_after", None),
                              random.Random())
-        values["next_due"] = now + timedelta(seconds=delay)
+        state = replace(state, next_due=now + timedelta(seconds=delay))
         log.warning("source %s: %s (failure %d in a row; next try in %.0f s)",
                     row.id, message, failures, delay)
     with ctx.store.session() as session:
         if _tell_admin_failing(ctx, session, row, failures, message):
-            values.update(failure_alerted=True, failure_episodes=row.failure_episodes + 1)
-        ctx.store.record_fetch(session, row.id, values)
+            state = replace(state, failure_alerted=True,
+                            failure_episodes=row.failure_episodes + 1)
+        ctx.store.record_fetch(session, row.id, state)
     return SourceOutcome(row.id, False, error=message)

@@ -15,7 +15,7 @@ from monitor.fetch import Fetcher, make_client
 from monitor.match import Engine
 from monitor.notify import ChannelContext, channels
 from monitor.notify.render import Templates
-from monitor.pipeline import Context, Rules, utcnow
+from monitor.context import Context, Rules, utcnow
 from monitor.rules import RuleFile, RuleSet, load_rules
 from monitor.store import Store, open_store
 
@@ -68,7 +68,7 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
                   store: Store | None = None) -> AsyncIterator[Context]:
     """The context a cycle runs in; network clients are closed on the way out."""
     store = store or open_store(settings.database_url())
-    fetcher = Fetcher(settings.fetch, settings.allow_private_networks)
+    fetcher = Fetcher(settings.fetch, make_client(settings.fetch, settings.allow_private_networks))
     http = make_client(settings.fetch, settings.allow_private_networks)
     channel_context = ChannelContext(settings.smtp, http, Templates(settings.templates), out,
                                      settings.delivery.timeout, settings.allow_private_networks)
@@ -80,7 +80,7 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
     try:
         yield context
     finally:
-        await fetcher.close()
+        await fetcher.client.aclose()
         await http.aclose()
 
 

@@ -19,7 +19,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.config import load_sources, read_subscribers
 from monitor.match import Engine
-from monitor.pipeline import Context, run_cycle
+from monitor.context import Context
+from monitor.pipeline import run_cycle
 from monitor.rules import RuleFile, load_rules
 from monitor.runtime import cross_check, rules_fingerprint
 

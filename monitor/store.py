@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Literal, Sequence, get_args
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
                         bindparam, case, event, func, or_, union, update)
@@ -24,6 +24,8 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from monitor.errors import ConfigError
+from monitor.records import (DELIVERY_STATUSES, DeliveryStatus, DeliveryUpdate, FetchState,
+                             NewArticle, NewDelivery)
 from monitor.redact import masked_credentials, masked_passwords
 
 LEASE = timedelta(minutes=10)
@@ -138,13 +140,6 @@ class DeliveryRow(SQLModel, table=True):
     lease_owner: str | None = None
     lease_until: datetime | None = _time()
     payload: str = _text()
-
-
-# What happened to a delivery: waiting (or retrying), accepted by the channel's server, given
-# up after the retry schedule or a permanent error, switched off by its endpoint (410 Gone),
-# or cancelled because its subscriber was removed from the subscribers file.
-DeliveryStatus = Literal["pending", "sent", "dead", "disabled", "cancelled"]
-DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
 
 
 class EndpointRow(SQLModel, table=True):
@@ -332,9 +327,10 @@ class Store:
         params = {"source": source_id, "guid": guid, "url": canonical}
         return session.connection().execute(self._known, params).first() is not None
 
-    def insert_article(self, session: Session, values: dict[str, Any]) -> int | None:
+    def insert_article(self, session: Session, article: NewArticle) -> int | None:
         """The new article's id, or None when it is already stored (either identity key)."""
-        return session.connection().execute(self._insert_article, values).scalar_one_or_none()
+        return session.connection().execute(self._insert_article,
+                                            article.values()).scalar_one_or_none()
 
     def similar_articles(self, session: Session, bands: Sequence[int], since: datetime
                          ) -> list[tuple[int, str, int | None]]:
@@ -350,9 +346,9 @@ class Store:
             article_id=article_id, rule_id=rule_id, explanation=json.dumps(explanation),
             created_at=now))
 
-    def queue_delivery(self, session: Session, values: dict[str, Any]) -> bool:
+    def queue_delivery(self, session: Session, delivery: NewDelivery) -> bool:
         """Add one outbox row; False when this rule x story x subscriber was already queued."""
-        inserted = session.connection().execute(self._insert_delivery, values)
+        inserted = session.connection().execute(self._insert_delivery, delivery.values())
         return inserted.scalar_one_or_none() is not None
 
     def last_delivery_time(self, session: Session, subscriber: str, rule_id: str
@@ -369,9 +365,9 @@ class Store:
                      .order_by(ArticleRow.id))
             return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
 
-    def record_fetch(self, session: Session, source_id: str, values: dict[str, Any]) -> None:
+    def record_fetch(self, session: Session, source_id: str, state: FetchState) -> None:
         session.execute(update(SourceRow).where(SourceRow.id == source_id).values(
-            lease_owner=None, lease_until=None, **values))
+            lease_owner=None, lease_until=None, **state.values()))
 
     # -- the outbox sender's side --
 
@@ -394,12 +390,13 @@ class Store:
                 session.add(row)
         return rows
 
-    def finish_delivery(self, delivery_id: str, **values: Any) -> None:
+    def finish_delivery(self, delivery_id: str, outcome: DeliveryUpdate) -> None:
         with self.session() as session:
             session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(
-                lease_owner=None, lease_until=None, **values))
+                lease_owner=None, lease_until=None, **outcome.values()))
 
-    def deliveries(self, statuses: Sequence[str], limit: int = 200) -> list[DeliveryRow]:
+    def deliveries(self, statuses: Sequence[DeliveryStatus] = DELIVERY_STATUSES,
+                   limit: int = 200) -> list[DeliveryRow]:
         with self.session() as session:
             query = (select(DeliveryRow).where(DeliveryRow.status.in_(list(statuses)))
                      .order_by(DeliveryRow.created_at).limit(limit))

@@ -96,7 +96,7 @@ def _articles(settings: Settings, days: float, file: str | None,
 
 
 async def _fetch(settings: Settings, url: str, now: datetime) -> list[Article]:
-    async with Fetcher(settings.fetch, settings.allow_private_networks) as fetcher:
+    async with Fetcher.guarded(settings.fetch, settings.allow_private_networks) as fetcher:
         result = await fetcher.get(url)
     return articles_of(result.body, result.content_type, result.url, now)
 

@@ -69,7 +69,7 @@ def test_every_corpus_feed_goes_through_fetch_and_parse(feeds: FeedServer) -> No
 
     async def run() -> None:
         settings = FetchSettings(concurrency=20, per_host=20, deadline=20)
-        async with Fetcher(settings, allow_private=True) as fetcher:
+        async with Fetcher.guarded(settings, allow_private=True) as fetcher:
             await asyncio.gather(*(one(fetcher, p) for p in files))
 
     asyncio.run(run())      # an exception other than Fetch/ParseError would fail the test here

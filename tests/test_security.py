@@ -99,7 +99,7 @@ def test_stacked_gzip_is_refused_without_inflating(feeds: FeedServer, layers: in
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     async def fetch() -> None:
-        async with Fetcher(FetchSettings(), allow_private=True) as fetcher:
+        async with Fetcher.guarded(FetchSettings(), allow_private=True) as fetcher:
             await fetcher.get(url)
     with pytest.raises(FetchError, match="stacked content codings"):
         asyncio.run(fetch())
@@ -117,7 +117,8 @@ def test_one_gzip_layer_is_inflated_in_bounded_steps(feeds: FeedServer) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     async def fetch() -> None:
-        async with Fetcher(FetchSettings(max_bytes=1_000_000), allow_private=True) as fetcher:
+        async with Fetcher.guarded(FetchSettings(max_bytes=1_000_000),
+                                   allow_private=True) as fetcher:
             await fetcher.get(url)
     with pytest.raises(FetchError, match="byte cap"):
         asyncio.run(fetch())
@@ -134,7 +135,7 @@ def test_gzip_and_deflate_bodies_still_decode(feeds: FeedServer) -> None:
               headers={"Content-Encoding": "deflate"})
 
     async def fetch(path: str) -> bytes:
-        async with Fetcher(FetchSettings(), allow_private=True) as fetcher:
+        async with Fetcher.guarded(FetchSettings(), allow_private=True) as fetcher:
             return (await fetcher.get(feeds.base + path)).body
     for path in ("/gz.xml", "/zlib.xml", "/raw.xml"):
         assert asyncio.run(fetch(path)) == document
@@ -386,7 +387,7 @@ def test_reload_is_retried_when_loading_failed(tmp_path: object, monkeypatch:
 
     from monitor import scheduler
     from monitor.metrics import Metrics
-    from monitor.pipeline import Rules
+    from monitor.context import Rules
     directory = Path(str(tmp_path))
     (directory / "a.yaml").write_text("rules:\n  - {id: a, title: A, all: [{keywords: [x]}]}\n")
     ruleset, _, files = scheduler.load_rules(directory)

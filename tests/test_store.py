@@ -11,7 +11,8 @@ from sqlalchemy import text
 from monitor.config import SourceSpec
 from monitor.errors import ConfigError
 from monitor.models import Article
-from monitor.pipeline import article_values
+from monitor.pipeline import article_record
+from monitor.records import DeliveryUpdate, NewDelivery
 from monitor.store import Store, make_engine, open_store
 
 pytestmark = pytest.mark.store
@@ -25,7 +26,7 @@ def stored(store: Store) -> int:
 
 def add(store: Store, source: str, article: Article) -> int | None:
     with store.session() as session:
-        return store.insert_article(session, article_values(source, article, NOW, None))
+        return store.insert_article(session, article_record(source, article, NOW, None))
 
 
 def test_same_guid_in_a_source_is_stored_once(database_url: str) -> None:
@@ -65,13 +66,24 @@ def test_times_come_back_timezone_aware(database_url: str) -> None:
 def test_one_delivery_per_rule_story_and_subscriber(database_url: str) -> None:
     store = open_store(database_url)
     article_id = add(store, "a", Article(url="https://x.org/d", title="D"))
-    row = dict(rule_id="r", story_id=article_id, article_id=article_id, subscriber="s",
-               channel="webhook", target="https://h", status="pending", attempts=0,
-               next_attempt=NOW, created_at=NOW, payload="{}")
+    assert article_id is not None
+
+    def delivery(delivery_id: str, subscriber: str = "s") -> NewDelivery:
+        return NewDelivery(id=delivery_id, rule_id="r", story_id=article_id,
+                           article_id=article_id, subscriber=subscriber, channel="webhook",
+                           target="https://h", next_attempt=NOW, created_at=NOW, payload="{}")
     with store.session() as session:
-        assert store.queue_delivery(session, {**row, "id": "msg_1"})
-        assert not store.queue_delivery(session, {**row, "id": "msg_2"})
-    assert store.count_deliveries() == {"pending": 1}
+        assert store.queue_delivery(session, delivery("msg_1"))
+        assert not store.queue_delivery(session, delivery("msg_2"))
+        assert store.queue_delivery(session, delivery("msg_3", subscriber="gone"))
+    assert store.count_deliveries() == {"pending": 2}
+    # An update record writes only what it names; cancelling leaves the others alone.
+    store.finish_delivery("msg_1", DeliveryUpdate(attempts=1, last_error="HTTP 500"))
+    assert store.cancel_deliveries(["gone"], "subscriber removed") == 1
+    rows = {row.id: row for row in store.deliveries()}
+    assert (rows["msg_1"].status, rows["msg_1"].attempts, rows["msg_1"].last_error) == \
+        ("pending", 1, "HTTP 500")
+    assert (rows["msg_3"].status, rows["msg_3"].last_error) == ("cancelled", "subscriber removed")
 
 
 def test_replicas_never_claim_the_same_source(database_url: str) -> None:

@@ -1,0 +1,65 @@
+"""The run context: everything a cycle and the outbox sender need, built once and passed in.
+
+Its own module so that the stages (pipeline.py, deliver.py) depend on it and not on each other.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from monitor.config import Settings, SourceSpec, SubscriberSpec
+from monitor.fetch import Fetcher
+from monitor.match import Engine
+from monitor.metrics import Metrics
+from monitor.models import Article, Match
+from monitor.notify import Channel
+from monitor.store import Store
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def owner_name() -> str:
+    """Who holds a lease: host and pid, so a crashed process's leases can be freed early."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Rules:
+    """The rule engine in service; hot reload replaces `engine` in one assignment."""
+
+    engine: Engine
+    version: int = 1
+
+
+@dataclass
+class Context:
+    """Everything a cycle needs, built by the command line and passed in."""
+
+    settings: Settings
+    store: Store
+    fetcher: Fetcher
+    rules: Rules
+    sources: dict[str, SourceSpec]
+    subscribers: list[SubscriberSpec]
+    channels: dict[str, Channel]
+    owner: str = field(default_factory=lambda: owner_name())
+    now: Callable[[], datetime] = utcnow
+    metrics: Metrics = field(default_factory=Metrics)
+    on_alert: Callable[[Match, Article, str], None] | None = None
