@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", cmd_run, "run the daemon: poll every source on its interval")
     command("once", cmd_once, "one full cycle over every source, then exit")
     command("check", cmd_check, "validate config, sources, rules and subscribers")
+    command("channels", cmd_channels, "list the alert channels and each one's subscriber keys",
+            config=False)
     command("demo", cmd_demo, "see it work: sample articles, shipped rules, console alerts",
             config=False)
     test = command("test-rule", cmd_test_rule, "show what one rule would match, and why")
@@ -201,6 +203,20 @@ def print_summary(report: CycleReport, seconds: float, out: Any = None) -> None:
              f"  alerts:   {report.sent} sent, {report.failed} failed"]
     lines += [f"  failed source {s.source_id}: {s.error}" for s in failed]
     print("\n".join(lines), file=out)
+
+
+def cmd_channels(args: argparse.Namespace) -> int:
+    """Every registered channel with the keys a subscriber entry gives it."""
+    from monitor.notify import CHANNEL_TYPES
+    for kind in CHANNEL_TYPES.values():
+        print(f"{kind.name}: {kind.summary}")
+        for name, info in kind.fields.model_fields.items():
+            required = "required" if info.is_required() else f"default {info.default!r}"
+            kind_of = info.annotation
+            shown = kind_of.__name__ if isinstance(kind_of, type) else \
+                str(kind_of).replace("typing.", "")
+            print(f"  {name}: {shown} ({required})")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

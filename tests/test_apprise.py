@@ -106,25 +106,6 @@ def test_a_failed_slack_send_is_retried_with_the_same_delivery_id(
     assert (status, attempts, target) == ("sent", 2, "apprise:$SLACK_URL")
 
 
-def test_on_the_default_retry_schedule_a_failed_apprise_send_waits(
-        tmp_path: Path, feeds: FeedServer, receiver: WebhookReceiver) -> None:
-    """No delivery settings at all: the default schedule is parsed and applied to Apprise too."""
-    workdir = Workdir(tmp_path)
-    del workdir.config["delivery"]
-    feeds.put("/wire.xml", rss([seed_item()]))
-    workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
-    workdir.subscribers = [{"name": "ntfy-desk", "apprise":
-                            f"ntfy://127.0.0.1:{receiver.port}/desk"}]
-    receiver.script = [(503, {})]
-    first = workdir.cli("once")
-    assert "0 sent, 1 failed" in first.stdout, first.stdout + first.stderr
-    again = workdir.cli("once")                      # too early: the first wait is not over
-    assert "0 sent, 0 failed" in again.stdout
-    assert len(receiver.received) == 1
-    listing = workdir.cli("deliveries")
-    assert "pending" in listing.stdout
-
-
 def test_apprise_url_problems_are_found_by_check(workdir: Workdir,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOT_SET_URL", raising=False)

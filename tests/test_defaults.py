@@ -108,6 +108,29 @@ def test_webhook_500_then_200_retries_after_the_default_first_wait(
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
 
 
+def test_apprise_503_then_200_retries_after_the_default_first_wait(
+        tmp_path: Path, feeds: FeedServer, receiver: WebhookReceiver) -> None:
+    """An ntfy subscriber through Apprise, no delivery settings: the same schedule and the
+    same delivery id as a webhook's."""
+    feeds.put("/wire.xml", rss([seed_item()]))
+    workdir = DefaultsDir(tmp_path)
+    workdir.sources = [{"id": "wire", "url": feeds.base + "/wire.xml"}]
+    workdir.subscribers = [{"name": "ntfy-desk",
+                            "apprise": f"ntfy://127.0.0.1:{receiver.port}/desk"}]
+    receiver.script = [(503, {})]
+    first = workdir.cli("once")
+    assert "0 sent, 1 failed" in first.stdout, first.stdout + first.stderr
+    [row] = workdir.deliveries()
+    assert (row.status, row.attempts) == ("pending", 1)
+    wait = (row.next_attempt - datetime.now(timezone.utc)).total_seconds()
+    assert 3.0 <= wait <= 5.6          # the documented first retry: 5 s, +/- 10 %
+    workdir.wait_until_due()
+    second = workdir.cli("once")
+    assert "1 sent, 0 failed" in second.stdout
+    bodies = [r.body.decode() for r in receiver.received]
+    assert len(bodies) == 2 and all(f"Alert id {row.id}" in body for body in bodies)
+
+
 def test_webhook_410_disables_the_endpoint(tmp_path: Path, feeds: FeedServer,
                                            receiver: WebhookReceiver) -> None:
     workdir = webhook_dir(tmp_path, feeds, receiver)

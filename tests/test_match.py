@@ -216,13 +216,13 @@ def test_engine_agrees_with_the_reference_evaluator() -> None:
     rng = random.Random(20261125)
     engine = engine_for(random_rules(rng, 60))
     checked = agreed_matches = 0
-    for _ in range(400):
+    for _ in range(200):
         article = random_article(rng)
         fast = {m.rule_id for m in engine.match(article)}
         assert fast == reference_match(engine.ruleset, article, None), article
         checked += 1
         agreed_matches += len(fast)
-    assert checked == 400 and agreed_matches > 100   # the sample exercises real matches
+    assert checked == 200 and agreed_matches > 50   # the sample exercises real matches
 
 
 DATED = """
