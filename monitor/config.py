@@ -101,6 +101,19 @@ class DeliverySettings(_Strict):
     batch: int = Field(200, ge=1)             # deliveries claimed per pass
 
 
+class DashboardSettings(_Strict):
+    """The operator's web page, served on http_port with /healthz. Read-only unless token_env
+    names a variable holding a token: then an operator who logs in with it may retry dead
+    deliveries and re-enable disabled sources and endpoints."""
+
+    enabled: bool = True
+    token_env: str | None = None              # NAME of the variable holding the token
+
+    def token(self) -> str | None:
+        value = os.environ.get(self.token_env) if self.token_env else None
+        return value if value else None
+
+
 class Settings(_Strict):
     """The config file. Defaults are the embedded ones `demo`, `once` and `run` fall back on."""
 
@@ -120,6 +133,7 @@ class Settings(_Strict):
     job_deadline: Duration = written("5m")      # no scheduled job runs longer than this
     http_port: int | None = None              # /healthz, /readyz, /metrics
     http_host: str = "127.0.0.1"              # where that endpoint listens (a container: 0.0.0.0)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     admin: str | None = None                  # subscriber told about failing sources
     failure_alert_after: int = 5              # consecutive failures before that alert
 
@@ -138,7 +152,8 @@ class Settings(_Strict):
     def env_problems(self) -> list[tuple[str, str]]:
         """Secrets named in the config whose environment variables are not set."""
         named = [("database_password_env", self.database_password_env),
-                 ("smtp.password_env", self.smtp.password_env)]
+                 ("smtp.password_env", self.smtp.password_env),
+                 ("dashboard.token_env", self.dashboard.token_env)]
         return [(key, f"{key}: environment variable {name} is not set") for key, name in named
                 if name and os.environ.get(name) is None]
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from monitor.config import Settings, SourceSpec, SubscriberSpec
+from monitor.errors import Problem
 from monitor.fetch import Fetcher
 from monitor.match import Engine
 from monitor.metrics import Metrics
@@ -46,6 +47,8 @@ class Rules:
 
     engine: Engine
     version: int = 1
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    problems: list[Problem] = field(default_factory=list)   # of the last (re)load
 
 
 @dataclass
@@ -63,3 +66,4 @@ class Context:
     now: Callable[[], datetime] = utcnow
     metrics: Metrics = field(default_factory=Metrics)
     on_alert: Callable[[Match, Article, str], None] | None = None
+    pruned_at: datetime | None = None          # when fetch/attempt history was last pruned

@@ -124,11 +124,13 @@ async def _send_batch(ctx: Context, rows: list[DeliveryRow],
     spec = subscribers.get(head.subscriber)
     if spec is None:
         _finish(ctx, rows, DeliveryUpdate(status="dead", last_error=f"subscriber "
-                                           f"'{head.subscriber}' is no longer configured"))
+                                           f"'{head.subscriber}' is no longer configured"),
+                attempted=False)
         return 0, len(rows)
     if disabled.get(spec.name) == spec.target:
         _finish(ctx, rows, DeliveryUpdate(status="disabled",
-                                           last_error="endpoint disabled after 410 Gone"))
+                                           last_error="endpoint disabled after 410 Gone"),
+                attempted=False)
         return 0, len(rows)
     alerts = [_with_outlets(ctx, row) for row in rows]
     channel = ctx.channels[spec.channel]
@@ -175,9 +177,12 @@ def _with_outlets(ctx: Context, row: DeliveryRow) -> Alert:
     return alert
 
 
-def _finish(ctx: Context, rows: list[DeliveryRow], outcome: DeliveryUpdate) -> None:
+def _finish(ctx: Context, rows: list[DeliveryRow], outcome: DeliveryUpdate,
+            attempted: bool = True) -> None:
+    """The outcome on every row of a batch; an attempt also goes into each row's history."""
+    now = ctx.now() if attempted else None
     for row in rows:
-        ctx.store.finish_delivery(row.id, outcome)
+        ctx.store.finish_delivery(row.id, outcome, now)
 
 
 def _failed(ctx: Context, rows: list[DeliveryRow], spec: SubscriberSpec,

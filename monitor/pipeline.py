@@ -28,7 +28,7 @@ from monitor.notify.render import alert_dict
 from monitor.records import FetchState, NewArticle, NewDelivery
 from monitor.parse import canonical_url, clean_text, main_text, parse_feed, parse_listing
 from monitor.retry import source_delay
-from monitor.store import SourceRow
+from monitor.store import HISTORY_DAYS, SourceRow
 
 log = logging.getLogger("monitor.pipeline")
 _T = TypeVar("_T")
@@ -65,6 +65,15 @@ class CycleReport:
         return sum(getattr(s, name) for s in self.sources)
 
 
+def _prune_history(ctx: Context) -> None:
+    """Fetch and attempt history beyond HISTORY_DAYS goes, once an hour at most."""
+    now = ctx.now()
+    if ctx.pruned_at is not None and now - ctx.pruned_at < timedelta(hours=1):
+        return
+    ctx.store.prune_history(now - timedelta(days=HISTORY_DAYS))
+    ctx.pruned_at = now
+
+
 async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
     """Refresh every due source, then send what the outbox holds.
 
@@ -72,6 +81,7 @@ async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
     to keep every fetch slot busy while a batch's slowest source finishes), so replicas sharing
     one database split the due sources between them instead of one taking them all.
     """
+    _prune_history(ctx)
     freed = ctx.store.release_dead_leases(socket.gethostname(), process_alive, ctx.now())
     if freed:
         log.warning("freed %d lease(s) left by a process that stopped without releasing them",
@@ -208,6 +218,8 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
                                              article_id, story_id, now)
         ctx.store.record_fetch(session, row.id, _success_state(ctx, row, result,
                                                                  len(articles), outcome.new))
+        ctx.store.log_fetch(session, row.id, now, True, result.status, len(articles),
+                            outcome.new)
         _tell_admin_recovered(ctx, session, row)
     log.debug("source %s: %d item(s), %d new, %d match(es) [%s]", row.id, len(articles),
               outcome.new, outcome.matches, ctx.owner)
@@ -331,6 +343,8 @@ def _record_unchanged(ctx: Context, outcomes: list[SourceOutcome],
         for outcome in pending:
             assert outcome.state is not None
             ctx.store.record_fetch(session, outcome.source_id, outcome.state)
+            ctx.store.log_fetch(session, outcome.source_id, outcome.state.last_attempt, True,
+                                outcome.state.http_status, not_modified=True)
             _tell_admin_recovered(ctx, session, rows[outcome.source_id])
 
 
@@ -393,4 +407,5 @@ def _record_failure(ctx: Context, row: SourceRow, exc: Exception) -> SourceOutco
             state = replace(state, failure_alerted=True,
                             failure_episodes=row.failure_episodes + 1)
         ctx.store.record_fetch(session, row.id, state)
+        ctx.store.log_fetch(session, row.id, now, False, status, error=message[:1000])
     return SourceOutcome(row.id, False, error=message)

@@ -31,6 +31,7 @@ class Loaded:
     ruleset: RuleSet
     rule_files: dict[str, RuleFile]
     problems: list[Problem] = field(default_factory=list)
+    rule_problems: list[Problem] = field(default_factory=list)
 
 
 def load_all(settings: Settings) -> Loaded:
@@ -39,7 +40,7 @@ def load_all(settings: Settings) -> Loaded:
     ruleset, rule_problems, files = load_rules(settings.rules)
     problems = source_problems + rule_problems + subscriber_problems
     problems += cross_check(settings, subscribers, ruleset)
-    return Loaded(sources, subscribers, ruleset, files, problems)
+    return Loaded(sources, subscribers, ruleset, files, problems, rule_problems)
 
 
 def cross_check(settings: Settings, subscribers: list[SubscriberSpec],
@@ -73,7 +74,7 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
     channel_context = ChannelContext(settings.smtp, http, Templates(settings.templates), out,
                                      settings.delivery.timeout, settings.allow_private_networks)
     context = Context(settings=settings, store=store, fetcher=fetcher,
-                      rules=Rules(Engine(loaded.ruleset)),
+                      rules=Rules(Engine(loaded.ruleset), problems=loaded.rule_problems),
                       sources={s.id: s for s in loaded.sources},
                       subscribers=loaded.subscribers, channels=channels(channel_context))
     store.sync_sources(loaded.sources, utcnow())

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.config import load_sources, read_subscribers
+from monitor.errors import Problem
 from monitor.match import Engine
 from monitor.context import Context
 from monitor.pipeline import run_cycle
@@ -45,9 +46,11 @@ class RuleWatcher:
         try:
             ruleset, problems, files = load_rules(self.directory, self.files)
             engine = Engine(ruleset)
-        except Exception:  # a loader bug must not freeze the rules: the next edit retries
+        except Exception as exc:  # a loader bug must not freeze the rules: the next edit retries
             self.failed = current
             log.exception("rules reload failed; the rules in service are unchanged")
+            self.ctx.rules.problems = [Problem(str(self.directory), 0,
+                                               f"reload failed: {type(exc).__name__}: {exc}")]
             return False
         # Recorded only now: a state that never went into service is never taken as seen.
         self.seen, self.failed = current, None
@@ -56,6 +59,8 @@ class RuleWatcher:
         self.files = files
         self.ctx.rules.engine = engine          # one assignment: the swap is atomic
         self.ctx.rules.version += 1
+        self.ctx.rules.loaded_at = datetime.now(timezone.utc)
+        self.ctx.rules.problems = list(problems)
         self.ctx.metrics.rule_reloads.labels("with_errors" if problems else "ok").inc()
         log.info("rules reloaded: %d rules in service (version %d)%s", len(ruleset.rules),
                  self.ctx.rules.version, f", {len(problems)} problem(s)" if problems else "")

@@ -17,15 +17,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
-                        bindparam, case, event, func, or_, union, update)
+                        bindparam, case, delete, event, func, or_, union, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from monitor.errors import ConfigError
-from monitor.records import (DELIVERY_STATUSES, DeliveryStatus, DeliveryUpdate, FetchState,
-                             NewArticle, NewDelivery)
+from monitor.records import (DELIVERY_STATUSES, KEEP, DeliveryStatus, DeliveryUpdate,
+                             FetchState, NewArticle, NewDelivery)
 from monitor.redact import masked_credentials, masked_passwords
 
 LEASE = timedelta(minutes=10)
@@ -135,7 +135,7 @@ class DeliveryRow(SQLModel, table=True):
     attempts: int = 0
     next_attempt: datetime | None = _time()
     last_error: str | None = None
-    created_at: datetime | None = _time()
+    created_at: datetime | None = _time(index=True)
     sent_at: datetime | None = _time()
     lease_owner: str | None = None
     lease_until: datetime | None = _time()
@@ -150,6 +150,37 @@ class EndpointRow(SQLModel, table=True):
     target: str
     reason: str
     disabled_at: datetime | None = _time()
+
+
+class FetchLogRow(SQLModel, table=True):
+    """One fetch of one source: the history the dashboard shows (kept HISTORY_DAYS)."""
+
+    __tablename__ = "fetch_log"
+    __table_args__ = (Index("ix_fetch_log_source_at", "source_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str
+    at: datetime | None = _time(index=True)
+    ok: bool = True
+    not_modified: bool = False
+    http_status: int | None = None
+    items: int = 0
+    new: int = 0
+    error: str | None = None
+
+
+class AttemptRow(SQLModel, table=True):
+    """One attempt to send one delivery, with its outcome (kept HISTORY_DAYS)."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_delivery", "delivery_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str
+    at: datetime | None = _time(index=True)
+    status: str
+    error: str | None = None
+
+
+HISTORY_DAYS = 14
 
 
 # --- opening ----------------------------------------------------------------------------------
@@ -390,10 +421,30 @@ class Store:
                 session.add(row)
         return rows
 
-    def finish_delivery(self, delivery_id: str, outcome: DeliveryUpdate) -> None:
+    def finish_delivery(self, delivery_id: str, outcome: DeliveryUpdate,
+                        now: datetime | None = None) -> None:
+        """Record an attempt's outcome (and, with `now`, the attempt in the history)."""
         with self.session() as session:
             session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(
                 lease_owner=None, lease_until=None, **outcome.values()))
+            if now is not None:
+                status = outcome.status if outcome.status is not KEEP else "pending"
+                error = outcome.last_error if outcome.last_error is not KEEP else None
+                session.execute(self.insert(AttemptRow).values(
+                    delivery_id=delivery_id, at=now, status=status, error=error))
+
+    def log_fetch(self, session: Session, source_id: str, now: datetime, ok: bool,
+                  http_status: int | None, items: int = 0, new: int = 0,
+                  error: str | None = None, not_modified: bool = False) -> None:
+        session.execute(self.insert(FetchLogRow).values(
+            source_id=source_id, at=now, ok=ok, http_status=http_status, items=items, new=new,
+            error=error, not_modified=not_modified))
+
+    def prune_history(self, before: datetime) -> None:
+        """Fetch and attempt history older than `before` goes (the rows it describes stay)."""
+        with self.session() as session:
+            session.execute(delete(FetchLogRow).where(FetchLogRow.at < before))
+            session.execute(delete(AttemptRow).where(AttemptRow.at < before))
 
     def deliveries(self, statuses: Sequence[DeliveryStatus] = DELIVERY_STATUSES,
                    limit: int = 200) -> list[DeliveryRow]:
@@ -439,6 +490,23 @@ class Store:
                 DeliveryRow.subscriber.in_(list(subscribers)),  # type: ignore[attr-defined]
                 DeliveryRow.status == "pending").values(status="cancelled", last_error=reason,
                                                         lease_owner=None, lease_until=None))
+            return int(result.rowcount or 0)
+
+    def enable_source(self, source_id: str, now: datetime) -> bool:
+        """A disabled or backed-off source is polled again at once (dashboard action)."""
+        with self.session() as session:
+            result = session.execute(update(SourceRow).where(SourceRow.id == source_id).values(
+                disabled=False, consecutive_failures=0, next_due=now, last_error=None))
+            return bool(result.rowcount)
+
+    def enable_endpoint(self, subscriber: str, now: datetime) -> int:
+        """A subscriber endpoint switched off by 410 Gone takes deliveries again; its
+        deliveries switched off with it are queued again. Returns how many."""
+        with self.session() as session:
+            session.execute(delete(EndpointRow).where(EndpointRow.subscriber == subscriber))
+            result = session.execute(update(DeliveryRow).where(
+                DeliveryRow.subscriber == subscriber, DeliveryRow.status == "disabled"
+            ).values(status="pending", next_attempt=now, last_error=None))
             return int(result.rowcount or 0)
 
     def disabled_endpoints(self) -> dict[str, str]:

@@ -132,3 +132,29 @@ def test_an_old_schema_is_refused_with_the_command_to_run(database_url: str) -> 
         connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     with pytest.raises(ConfigError, match="news-monitor db upgrade"):
         open_store(database_url)
+
+
+def test_a_0001_database_upgrades_to_the_models_schema(database_url: str) -> None:
+    """A store made by the first release gains the history tables with `db upgrade`, and the
+    migrated schema is exactly what the models declare."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    from monitor import migrations
+    engine = make_engine(database_url)
+    command.upgrade(migrations.alembic_config(engine), "0001")
+    with pytest.raises(ConfigError, match="news-monitor db upgrade"):
+        open_store(database_url)
+    assert migrations.upgrade(engine) == ("0001", migrations.head())
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection),
+                                       SQLModel.metadata)
+    assert differences == []
+    store = open_store(database_url)
+    with store.session() as session:
+        store.log_fetch(session, "s", NOW, ok=False, http_status=503, error="busy")
+    store.prune_history(NOW)                                   # older than NOW only
+    with store.session() as session:
+        assert session.execute(text("SELECT count(*) FROM fetch_log")).scalar_one() == 1
