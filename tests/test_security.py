@@ -420,7 +420,7 @@ def test_an_overlong_request_line_is_refused_without_a_traceback(workdir: Workdi
             answer = conn.recv(100)
         assert re.match(rb"HTTP/1\.[01] 4\d\d ", answer), answer
         with socket.create_connection(("127.0.0.1", port)) as conn:
-            conn.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert conn.recv(100).startswith(b"HTTP/1.1 200")
     finally:
         daemon.stop()
