@@ -15,12 +15,29 @@ log = logging.getLogger("monitor.ops")
 MAX_LINE = 8190
 
 
+class _MalformedRequests(logging.Filter):
+    """A malformed request (an overlong line, bad syntax) is the client's problem: one
+    warning line, not an error with aiohttp's traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import BadHttpMessage
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BadHttpMessage):
+            record.msg, record.args = "refused a malformed request: %s", (error.message,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 @asynccontextmanager
 async def serve_ops(host: str, port: int | None, ctx: Any, daemon: Any) -> AsyncIterator[None]:
     if port is None:
         yield
         return
     from monitor.web import build_app
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server_log.filters):
+        server_log.addFilter(_MalformedRequests())
     runner = web.AppRunner(build_app(ctx, daemon), access_log=None, max_line_size=MAX_LINE,
                            max_field_size=MAX_LINE, handle_signals=False)
     await runner.setup()

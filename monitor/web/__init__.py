@@ -96,6 +96,7 @@ CTX = web.AppKey("ctx", Context)
 AUTH = web.AppKey("auth", Auth)
 ENV = web.AppKey("env", Environment)
 DAEMON: web.AppKey[Any] = web.AppKey("daemon")
+WARMING: web.AppKey[Any] = web.AppKey("warming")
 
 
 def build_app(ctx: Context, daemon: Any = None) -> web.Application:
@@ -125,8 +126,22 @@ def build_app(ctx: Context, daemon: Any = None) -> web.Application:
                    web.post("/sources/{id}/enable", enable_source),
                    web.post("/endpoints/{subscriber}/enable", enable_endpoint),
                    web.static("/static", STATIC)]
+        app.on_startup.append(_warm)
     app.add_routes(routes)
     return app
+
+
+async def _warm(app: web.Application) -> None:
+    """Count the week's hours for the overview chart once, in the background, so the first
+    visitor does not wait for it (later visits only count the current hour)."""
+    ctx = app[CTX]
+
+    def count() -> None:
+        try:
+            queries.overview(ctx.store, datetime.now(timezone.utc), set(ctx.sources))
+        except Exception:  # the page itself reports a database problem; warming is optional
+            log.debug("dashboard warm-up failed", exc_info=True)
+    app[WARMING] = asyncio.get_running_loop().run_in_executor(None, count)
 
 
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",

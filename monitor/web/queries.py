@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, text
+from sqlalchemy import and_, case, func, or_, text
 from sqlmodel import select
 
 from monitor.models import Alert
@@ -68,31 +68,73 @@ def overview(store: Store, now: datetime, configured: set[str]) -> Overview:
     hours = [(start + timedelta(hours=h)).strftime("%Y-%m-%d %H") for h in range(7 * 24)]
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     with store.session() as session:
-        states = {"ok": 0, "failing": 0, "disabled": 0, "new": 0}
-        rows = session.execute(select(SourceRow.id, SourceRow.disabled,
-                                      SourceRow.consecutive_failures, SourceRow.last_success))
-        for ident, disabled, failures, success in rows:
-            if ident in configured:
-                states["disabled" if disabled else "failing" if failures else
-                       "ok" if success else "new"] += 1
+        states = _source_states(session, configured)
         today = session.execute(select(func.count()).select_from(ArticleRow).where(
             ArticleRow.fetched_at >= midnight)).scalar_one()
         deliveries = {status: count for status, count in session.execute(
             select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status))}
-        bucket = _hour(store, ArticleRow.fetched_at)
-        articles: dict[str, int] = dict(session.execute(select(bucket, func.count()).where(
-            ArticleRow.fetched_at >= start).group_by(bucket)).all())
-        bucket = _hour(store, DeliveryRow.created_at)
-        alerts: dict[str, int] = dict(session.execute(select(bucket, func.count()).where(
-            DeliveryRow.created_at >= start, DeliveryRow.article_id != None  # noqa: E711
-        ).group_by(bucket)).all())
+        articles = _HOURLY.counts(session, store, "articles", ArticleRow.fetched_at, start,
+                                  len(hours), now)
+        alerts = _HOURLY.counts(session, store, "alerts", DeliveryRow.created_at, start,
+                                len(hours), now)
         failing = list(session.exec(select(SourceRow).where(
             or_(SourceRow.disabled == True, SourceRow.consecutive_failures > 0))  # noqa: E712
             .order_by(SourceRow.consecutive_failures.desc()).limit(10)))
-    return Overview(states, int(today), deliveries, hours,
-                    [int(articles.get(h, 0)) for h in hours],
-                    [int(alerts.get(h, 0)) for h in hours],
+    return Overview(states, int(today), deliveries, hours, articles, alerts,
                     [row for row in failing if row.id in configured])
+
+
+_STATE = case((SourceRow.disabled == True, "disabled"),  # noqa: E712
+              (SourceRow.consecutive_failures > 0, "failing"),
+              (SourceRow.last_success == None, "new"), else_="ok")  # noqa: E711
+
+
+def _source_states(session: Any, configured: set[str]) -> dict[str, int]:
+    """Sources per state, counted by the database; rows of sources no longer in the sources
+    file (kept with their articles) are left out."""
+    states = {"ok": 0, "failing": 0, "disabled": 0, "new": 0}
+    for state, count in session.execute(select(_STATE, func.count()).group_by(_STATE)):
+        states[state] += int(count)
+    stored = {ident for (ident,) in session.execute(select(SourceRow.id))}
+    removed = sorted(stored - configured)
+    for chunk in range(0, len(removed), 500):
+        for state, count in session.execute(
+                select(_STATE, func.count()).where(SourceRow.id.in_(removed[chunk:chunk + 500]))
+                .group_by(_STATE)):
+            states[state] -= int(count)
+    return states
+
+
+class HourlyCounts:
+    """Rows per hour over a week, for the overview's chart. An hour that is over never
+    changes (articles and alerts are stamped when written), so its count is kept; only the
+    current hour, and hours not yet seen, are counted again: one index-range count each."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[str, str, datetime], int] = {}
+
+    def counts(self, session: Any, store: Store, name: str, column: Any, start: datetime,
+               count: int, now: datetime) -> list[int]:
+        current = now.replace(minute=0, second=0, microsecond=0)
+        where = str(store.engine.url)
+        out = []
+        for hour in range(count):
+            since = start + timedelta(hours=hour)
+            key = (where, name, since)
+            if key not in self.known or since >= current:
+                value = int(session.execute(select(func.count()).where(
+                    column >= since, column < since + timedelta(hours=1))).scalar_one())
+                if since < current:
+                    self.known[key] = value
+                out.append(value)
+            else:
+                out.append(self.known[key])
+        for key in [k for k in self.known if k[2] < start]:
+            del self.known[key]
+        return out
+
+
+_HOURLY = HourlyCounts()
 
 
 @dataclass
