@@ -103,7 +103,7 @@ def test_sigterm_stops_cleanly_with_exit_0(daemon_dir: Workdir, feeds: FeedServe
     started = time.monotonic()
     assert daemon.stop() == 0, daemon.text()
     assert time.monotonic() - started < 15
-    assert "Traceback" not in daemon.text()
+    assert "Traceback" not in daemon.text(), daemon.text()
 
 
 def test_operator_endpoint(daemon_dir: Workdir, feeds: FeedServer,
