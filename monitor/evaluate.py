@@ -154,9 +154,10 @@ def engine_mode(engine: Engine, rule_id: str) -> str:
     rule = engine.ruleset.get(rule_id)
     if rule is None or rule.semantic is None:
         return "keywords"
-    if engine.model is None:
+    if not engine.uses_meaning:
         return "keywords only (semantic part not used)"
-    return f"keywords + meaning ({engine.model.name})"
+    from monitor.semantic import MODEL_NAME
+    return f"keywords + meaning ({getattr(engine.model, 'name', MODEL_NAME)})"
 
 
 def why(outcome: Outcome) -> str:

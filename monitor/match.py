@@ -309,23 +309,22 @@ class Engine:
         self._exact, self._plain = self._build_automata()
 
     def _compile_semantic(self) -> None:
-        """The prefilter index, and each semantic rule's example vectors."""
+        """The prefilter index of the semantic rules. The model itself is loaded, and the
+        examples embedded, only when an article first reaches a prefilter (a `check` or a
+        cycle without such an article never pays for it)."""
         wanted = [i for i, r in enumerate(self._rules) if r.prefilter]
         if not wanted:
             return
-        if not self.semantic:
+        from monitor import semantic
+        if not self.semantic or (self.model is None and not semantic.available()):
             self.model = None
-            return
-        if self.model is None:
-            from monitor import semantic
-            self.model = semantic.shared()
-        if self.model is None:
+            self.semantic = False
+            if wanted and not semantic.available():
+                semantic.report_missing()
             return
         pre_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
         for index in wanted:
             rule = self._rules[index]
-            assert rule.rule.semantic is not None
-            rule.examples = self.model.examples(rule.rule.semantic.examples)
             for bit, group in enumerate(rule.prefilter):
                 for tid in group.terms:
                     pre_bits[tid].add((index, 1 << bit))
@@ -333,6 +332,17 @@ class Engine:
                     self._pre_always.append(index)
             self._pre_full[index] = (1 << len(rule.prefilter)) - 1
         self._pre_bits = {tid: tuple(sorted(bits)) for tid, bits in pre_bits.items()}
+
+    @property
+    def uses_meaning(self) -> bool:
+        """Whether semantic rules fire by meaning here (the extra is installed and wanted)."""
+        return bool(self._pre_bits or self._pre_always)
+
+    def _meaning_model(self) -> Any:
+        if self.model is None:
+            from monitor import semantic
+            self.model = semantic.shared()
+        return self.model
 
     def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int]) -> _Rule:
         def term_id(term: TermDef) -> int:
@@ -491,8 +501,13 @@ class Engine:
         if not all(evidence) or not allowed:
             return None
         scored = "\n".join(texts[i].norm for i in sorted(allowed))
+        model = self._meaning_model()
+        if model is None:
+            return None
+        if rule.examples is None:
+            rule.examples = model.examples(spec.semantic.examples)
         if scored not in vectors:
-            vectors[scored] = self.model.article(scored)
+            vectors[scored] = model.article(scored)
         similarities = rule.examples @ vectors[scored]
         best = int(similarities.argmax())
         score = float(similarities[best])

