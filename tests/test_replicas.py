@@ -100,9 +100,10 @@ def test_three_replicas_one_killed(workdir: Workdir, feeds: FeedServer,
     # A post cut off by the kill may come again under the same id, never under a new one.
     assert sum(ids.values()) - len(ids) <= 1
 
-    # Every replica did some of the fetching.
+    # The surviving replicas shared the fetching (the killed one may have been killed before
+    # it claimed any: on a slow machine the other two can take the first 60 sources).
     fetched = [len(re.findall(r"source f\d+: \d+ item", log.read_text())) for log in logs]
-    assert all(count > 0 for count in fetched), fetched
+    assert all(count > 0 for count in fetched[1:]), fetched
     # Every source was fetched by someone; the killed replica may have committed its last
     # source between the commit and that source's log line, so one line may be missing.
     assert sum(fetched) >= FEEDS - 1
