@@ -217,16 +217,11 @@ VENDOR_ANSWERS = {
 
 
 @dataclass
-class Intercepted:
-    host: str
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class Intercepted(Received):
+    """A request the proxy answered in a vendor's name."""
 
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
+    host: str = ""
+    method: str = "POST"
 
 
 class VendorProxy:
@@ -292,7 +287,8 @@ class VendorProxy:
                            (line.split(":", 1) for line in lines[1:] if ":" in line)}
                 body = _read_exactly(tls, rest, int(headers.get("content-length", "0")))
                 with self.lock:
-                    self.received.append(Intercepted(host, method, path, headers, body))
+                    self.received.append(Intercepted(path, headers, body, host=host,
+                                                     method=method))
                     status = self.script.pop(0) if self.script else 200
                 answer = VENDOR_ANSWERS.get(host, b"{}") if status == 200 else \
                     b'{"ok": false, "description": "try again"}'
