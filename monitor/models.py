@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable, Iterable
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,19 @@ class Hit:
     implied: bool = False         # the actor is implied by this context word, not named
 
 
+def mark_spans(snippet: str, marks: Iterable[tuple[int, int]],
+               escape: Callable[[str], str] = str, before: str = "**", after: str = "**"
+               ) -> str:
+    """A snippet with each hit span wrapped in markers; `escape` is applied to the text (not
+    to the markers), for the format the snippet is written into (HTML, markdown)."""
+    out, last = [], 0
+    for start, end in marks:
+        out += [escape(snippet[last:start]), before, escape(snippet[start:end]), after]
+        last = end
+    out.append(escape(snippet[last:]))
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class Match:
     """A rule that matched an article, with the evidence for it."""
@@ -84,12 +98,7 @@ class Match:
 
     def marked_snippet(self, before: str = "**", after: str = "**") -> str:
         """The snippet with each hit wrapped in markers."""
-        out, last = [], 0
-        for start, end in self.marks:
-            out += [self.snippet[last:start], before, self.snippet[start:end], after]
-            last = end
-        out.append(self.snippet[last:])
-        return "".join(out)
+        return mark_spans(self.snippet, self.marks, before=before, after=after)
 
 
 @dataclass

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import model_validator
 
-from monitor.errors import DeliveryError
-from monitor.models import Alert
-from monitor.netpolicy import blocked, is_public
+from monitor.errors import BlockedAddressError, DeliveryError
+from monitor.models import Alert, mark_spans
+from monitor.netpolicy import GuardedResolver
 from monitor.notify.base import ChannelFields, ChannelType, fields_of
 from monitor.notify.render import safe_link
 from monitor.redact import masked_text
@@ -165,14 +165,7 @@ def _marked(alert: Alert, markdown: bool, limit: int) -> str:
     if len(snippet) > limit:
         snippet = cut(snippet, limit)
         marks = [(s, e) for s, e in marks if e <= len(snippet) - 1]
-    if not markdown:
-        return snippet
-    out, last = [], 0
-    for start, end in marks:
-        out += [_md(snippet[last:start]), "**", _md(snippet[start:end]), "**"]
-        last = end
-    out.append(_md(snippet[last:]))
-    return "".join(out)
+    return mark_spans(snippet, marks, _md) if markdown else snippet
 
 
 def _section(alert: Alert, markdown: bool, snippet_max: int) -> str:
@@ -226,18 +219,22 @@ class AppriseChannel:
         host = chosen_host(plugin)
         if host and not self.allow_private:
             await self._check_host(host)
-        title, body = compose(alerts, delivery_id, shape_of(plugin))
-        await asyncio.to_thread(self._notify, plugin, title, body, shape_of(plugin).markdown)
+        shape = shape_of(plugin)
+        title, body = compose(alerts, delivery_id, shape)
+        await asyncio.to_thread(self._notify, plugin, title, body, shape.markdown)
 
     async def _check_host(self, host: str) -> None:
-        loop = asyncio.get_running_loop()
+        """The network policy's own resolver, on every address of the host (Apprise then
+        connects by itself: the check cannot sit in its connection layer)."""
+        resolver = GuardedResolver(self.allow_private)
         try:
-            found = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            await resolver.resolve(host, 0, socket.AF_UNSPEC)
+        except BlockedAddressError as exc:
+            raise DeliveryError(str(exc), permanent=True) from None
         except OSError as exc:
             raise DeliveryError(f"{host}: cannot resolve ({exc})") from None
-        for *_, address in found:
-            if not is_public(str(address[0])):
-                raise DeliveryError(str(blocked(host, str(address[0]))), permanent=True)
+        finally:
+            await resolver.close()
 
     def _notify(self, plugin: Any, title: str, body: str, markdown: bool) -> None:
         import apprise

@@ -17,7 +17,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader, StrictUndefine
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
-from monitor.models import Alert
+from monitor.models import Alert, mark_spans
 
 
 def safe_link(url: str) -> str:
@@ -27,22 +27,12 @@ def safe_link(url: str) -> str:
 
 def marked_html(snippet: str, marks: list[tuple[int, int]]) -> Markup:
     """The snippet escaped, with each hit in <mark>."""
-    out, last = [], 0
-    for start, end in marks:
-        out += [escape(snippet[last:start]), Markup("<mark>"), escape(snippet[start:end]),
-                Markup("</mark>")]
-        last = end
-    out.append(escape(snippet[last:]))
-    return Markup("").join(out)
+    return Markup(mark_spans(snippet, marks, lambda text: str(escape(text)), "<mark>",
+                             "</mark>"))
 
 
 def marked_text(snippet: str, marks: list[tuple[int, int]]) -> str:
-    out, last = [], 0
-    for start, end in marks:
-        out += [snippet[last:start], "**", snippet[start:end], "**"]
-        last = end
-    out.append(snippet[last:])
-    return "".join(out)
+    return mark_spans(snippet, marks)
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
