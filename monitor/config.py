@@ -256,10 +256,6 @@ class SubscriberSpec(_Strict):
         """The endpoint stored with each delivery (never a secret)."""
         return str(self.settings.target())
 
-    @property
-    def shown(self) -> str:
-        return str(self.settings.shown())
-
     def follows(self, rule_id: str) -> bool:
         return self.rules == "*" or rule_id in self.rules
 

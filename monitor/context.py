@@ -47,7 +47,7 @@ class Rules:
 
     engine: Engine
     version: int = 1
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    loaded_at: datetime = field(default_factory=utcnow)
     problems: list[Problem] = field(default_factory=list)   # of the last (re)load
 
 

@@ -316,10 +316,11 @@ class Engine:
         if not wanted:
             return
         from monitor import semantic
-        if not self.semantic or (self.model is None and not semantic.available()):
+        installed = self.model is not None or semantic.available()
+        if not self.semantic or not installed:
             self.model = None
             self.semantic = False
-            if wanted and not semantic.available():
+            if not installed:
                 semantic.report_missing()
             return
         pre_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
@@ -475,7 +476,7 @@ class Engine:
             found = self._evaluate(self._rules[index], texts, hits, source_id)
             if found is not None:
                 matches.append(found)
-        if self._pre_bits or self._pre_always:
+        if self.uses_meaning:
             fired = {m.rule_id for m in matches}
             vectors: dict[str, Any] = {}
             for index in self.semantic_candidates(hits):

@@ -321,16 +321,14 @@ def _queue(ctx: Context, session: Any, found: Match, article: Article, source_id
 def _success_state(ctx: Context, row: SourceRow, result: FetchResult, items: int,
                    new: int) -> FetchState:
     now = ctx.now()
-    return FetchState(last_attempt=now, last_success=now, consecutive_failures=0,
-                last_error=None,
-                http_status=result.status, items_seen=items,
-                articles_total=row.articles_total + new,
-                etag=result.etag if result.etag else (row.etag if result.not_modified else None),
-                last_modified=result.last_modified if result.last_modified else (
-                    row.last_modified if result.not_modified else None),
-                content_hash=row.content_hash if result.not_modified else body_hash(result.body),
-                next_due=now + timedelta(seconds=ctx.sources[row.id].interval),
-                failure_alerted=False)
+    return FetchState(
+        last_attempt=now, last_success=now, consecutive_failures=0, last_error=None,
+        http_status=result.status, items_seen=items, articles_total=row.articles_total + new,
+        etag=result.etag if result.etag else (row.etag if result.not_modified else None),
+        last_modified=result.last_modified if result.last_modified else (
+            row.last_modified if result.not_modified else None),
+        content_hash=row.content_hash if result.not_modified else body_hash(result.body),
+        next_due=now + timedelta(seconds=ctx.sources[row.id].interval), failure_alerted=False)
 
 
 def _record_unchanged(ctx: Context, outcomes: list[SourceOutcome],

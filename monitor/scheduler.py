@@ -222,8 +222,8 @@ class ListWatcher:
             log.warning("%s", problem)
         self.ctx.subscribers = specs
         removed = sorted(set(old) - set(new))
-        cancelled = self.ctx.store.cancel_deliveries(
-            removed, f"subscriber removed from {path.name}") if removed else 0
+        cancelled = self.ctx.store.cancel_deliveries(removed,
+                                                     f"subscriber removed from {path.name}")
         log.info("subscribers reloaded from %s: %d in service%s%s", path, len(new),
                  _changes(old, new, "pending deliveries cancelled"),
                  f" ({cancelled} delivery(ies) cancelled)" if cancelled else "")

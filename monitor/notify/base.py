@@ -29,10 +29,6 @@ class ChannelFields(BaseModel):
         """The endpoint as stored with each delivery: no secret may appear in it."""
         raise NotImplementedError
 
-    def shown(self) -> str:
-        """The endpoint as shown in listings and logs."""
-        return self.target()
-
     def problems(self) -> list[str]:
         """What would make every delivery fail, found by `check` before the first one."""
         return []

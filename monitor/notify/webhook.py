@@ -93,9 +93,6 @@ class WebhookFields(ChannelFields):
     def target(self) -> str:
         return self.webhook
 
-    def shown(self) -> str:
-        return masked_url(self.webhook)
-
     def secret(self) -> str | None:
         return os.environ.get(self.secret_env) if self.secret_env else None
 

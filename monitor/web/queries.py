@@ -39,12 +39,6 @@ def source_state(row: SourceRow) -> SourceState:
     return "ok" if row.last_success else "new"
 
 
-def _hour(store: Store, column: Any) -> Any:
-    if store.dialect == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24")
-    return func.strftime("%Y-%m-%d %H", column)
-
-
 def _day(store: Store, column: Any) -> Any:
     if store.dialect == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
