@@ -192,10 +192,16 @@ def test_sources_and_subscribers_reload_without_a_restart(daemon_dir: Workdir, f
             (daemon_dir.path / "sources.yaml").write_text(
                 "sources:\n  - {id: wire, url: '" + feeds.base + "/wire.xml', interval: 1s}\n")
             wait_for(lambda: "removed desk (no longer polled" in daemon.text(), timeout=10)
-            time.sleep(1.5)                                  # let a cycle that had it finish
-            polled = sum(1 for path, _ in feeds.hits if path == "/desk.xml")
-            time.sleep(3)
-            assert sum(1 for path, _ in feeds.hits if path == "/desk.xml") == polled
+
+            def polls(path: str) -> int:
+                return sum(1 for hit, _ in feeds.hits if hit == path)
+            # 'wire' (every 1 s) is polled twice more: any cycle that had started with 'desk'
+            # is over; then three more polls of 'wire', and 'desk' not once.
+            wire = polls("/wire.xml")
+            wait_for(lambda: polls("/wire.xml") >= wire + 2, timeout=15)
+            desk, wire = polls("/desk.xml"), polls("/wire.xml")
+            wait_for(lambda: polls("/wire.xml") >= wire + 3, timeout=15)
+            assert polls("/desk.xml") == desk
         finally:
             code = daemon.stop()
         assert code == 0, daemon.text()
