@@ -289,9 +289,12 @@ class Engine:
 
     def _compile(self) -> None:
         term_ids: dict[TermDef, int] = {}
+        # Rules share their actors' term objects: know those by identity before hashing them
+        # (a frozen dataclass hashes every field, each time).
+        by_object: dict[int, int] = {}
         term_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
         for index, rule in enumerate(self.ruleset.rules):
-            compiled = self._compile_rule(rule, term_ids)
+            compiled = self._compile_rule(rule, term_ids, by_object)
             self._rules.append(compiled)
             groups = [(g, 1 << bit) for bit, g in enumerate(compiled.all)]
             any_bit = 1 << len(compiled.all)
@@ -345,23 +348,29 @@ class Engine:
             self.model = semantic.shared()
         return self.model
 
-    def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int]) -> _Rule:
+    def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int],
+                      by_object: dict[int, int]) -> _Rule:
         def term_id(term: TermDef) -> int:
-            if term not in term_ids:
-                term_ids[term] = len(self._terms)
-                self._terms.append(term)
-            return term_ids[term]
+            tid = by_object.get(id(term))
+            if tid is None:
+                tid = term_ids.setdefault(term, len(self._terms))
+                if tid == len(self._terms):
+                    self._terms.append(term)
+                by_object[id(term)] = tid
+            return tid
 
         def group_of(group: Any) -> _Group:
-            tids = [term_id(term) for term in group.terms]
+            tids = tuple([by_object.get(id(term), -1) for term in group.terms])
+            if -1 in tids:
+                tids = tuple([term_id(term) for term in group.terms])
             blockers = {term_id(term): tuple(term_id(u) for u in term.unless)
                         for term in group.terms if term.unless}
-            return _Group(tuple(tids), group.min_mentions, blockers)
+            return _Group(tids, group.min_mentions, blockers)
 
         compiled = _Rule(rule, frozenset(rule.fields), [group_of(g) for g in rule.all],
                          [group_of(g) for g in rule.any], [group_of(g) for g in rule.none])
-        compiled.always = any(self._terms[t].kind == "regex"
-                              for g in compiled.all + compiled.any for t in g.terms)
+        compiled.always = any(term.kind == "regex"
+                              for g in rule.all + rule.any for term in g.terms)
         if rule.semantic is not None:
             compiled.prefilter = [group_of(g) for g in rule.semantic.prefilter]
         return compiled
@@ -374,6 +383,13 @@ class Engine:
                 self._regexes.append((tid, regex.compile(term.text, flags)))
                 continue
             prefix = term.kind == "prefix"
+            if term.text.isascii() and term.text.isalnum() and not term.inflect:
+                # One ASCII word (most terms): its own only spelling, lower-cased, padded.
+                folded = term.text.lower()
+                key = " " + folded if prefix else " " + folded + " "
+                keyed[(term.fold_diacritics, key)].append(
+                    (tid, folded, term.text if term.case_sensitive else None, prefix))
+                continue
             for spelling in variants(term):
                 folded = fold(spelling)
                 if term.fold_diacritics:

@@ -17,10 +17,11 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from monitor.errors import Problem
-from monitor.yamlfile import YDict, YList, parse_yaml, validate
+from monitor.yamlfile import YDict, YList, parse_yaml, plain_yaml, validate
 
 FIELDS = ("title", "summary", "body")
 
@@ -111,16 +112,23 @@ class TermModel(_Strict):
     inflect: bool = False
     fold_diacritics: bool = False
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value.endswith("*") and len(value) > 1:
-                return {"term": value[:-1], "prefix": True}
-            return {"term": value}
-        return value
+    def _shorthand(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        """"word", "word*" (a prefix) or a mapping. The fast read passes a cache in the
+        context: a word written by many rules is validated once and its model shared."""
+        if not isinstance(value, str):
+            return handler(value)._one_kind()
+        cache = info.context.get("terms") if isinstance(info.context, dict) else None
+        if cache is not None and value in cache:
+            return cache[value]
+        shorthand = {"term": value[:-1], "prefix": True} \
+            if value.endswith("*") and len(value) > 1 else {"term": value}
+        model = handler(shorthand)
+        if cache is not None:
+            cache[value] = model
+        return model
 
-    @model_validator(mode="after")
     def _one_kind(self) -> TermModel:
         if (self.term is None) == (self.regex is None):
             raise ValueError("a term needs exactly one of 'term' or 'regex'")
@@ -212,6 +220,10 @@ class SemanticModel(_Strict):
         return [text.strip() for text in value]
 
 
+FieldName = Literal["title", "summary", "body"]
+_EVERY_FIELD: tuple[FieldName, ...] = ("title", "summary", "body")
+
+
 class RuleModel(_Strict):
     id: str = Field(pattern=r"^[\w.-]+$")
     title: str = Field(min_length=1)
@@ -220,7 +232,8 @@ class RuleModel(_Strict):
     none: list[GroupModel] = Field(default_factory=list)
     scope: Literal["article", "paragraph", "sentence"] = "article"
     within: int | None = Field(None, ge=1, le=1000)   # words; overrides scope
-    fields: list[Literal["title", "summary", "body"]] = ["title", "summary", "body"]
+    # A default_factory, not a list default: pydantic deep-copies a mutable default per rule.
+    fields: list[FieldName] = Field(default_factory=lambda: list(_EVERY_FIELD))
     sources: list[str] | None = None
     enabled: bool = True
     examples: str | None = None      # a labelled examples file; `check` reports the figures
@@ -340,6 +353,14 @@ class RuleFile:
     problems: list[Problem] = field(default_factory=list)
     lines: dict[tuple[str, int], int] = field(default_factory=dict)  # (key, model index) -> line
     stamp: tuple[int, int] = (0, 0)     # (mtime_ns, size) of the file when it was read
+    text: str = ""                      # kept when read the fast way, to locate lines later
+
+    def located(self) -> Any:
+        """The data with line numbers (YDict/YList): parsed again only when a problem found
+        after validation (a reference across files) needs a line to report."""
+        if self.data is None and self.text:
+            self.data, _ = parse_yaml(self.text, self.path)
+        return self.data
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -368,6 +389,12 @@ def _unchanged(path: Path, known: RuleFile | None) -> bool:
 
 
 def parse_rule_text(text: str, path: str) -> RuleFile:
+    """Parse and validate one file's text. A file that is valid as it stands takes the fast
+    way (plain data from rapidyaml, the whole file validated at once, item lines found in
+    the text); any doubt or problem takes the line-keeping way, which locates each problem."""
+    fast = _read_fast(text, path)
+    if fast is not None:
+        return fast
     data, problems = parse_yaml(text, path)
     if data is None:
         return RuleFile(path, RuleFileModel(), data, problems)
@@ -387,6 +414,48 @@ def parse_rule_text(text: str, path: str) -> RuleFile:
         for index, raw_index in enumerate(kept.get(key, range(len(raw_lines)))):
             lines[(key, index)] = raw_lines[raw_index]
     return RuleFile(path, model, data, problems, lines)
+
+
+def _read_fast(text: str, path: str) -> RuleFile | None:
+    data = plain_yaml(text)
+    if not isinstance(data, dict):
+        return None
+    try:
+        model = RuleFileModel.model_validate(data, context={"terms": {}})
+    except ValidationError:
+        return None
+    lines: dict[tuple[str, int], int] = {}
+    for key in ("actors", "rules"):
+        items = data.get(key) or []
+        found = _item_lines(text, key) if items else []
+        if found is None or len(found) != len(items):
+            return None
+        lines.update(((key, index), line) for index, line in enumerate(found))
+    return RuleFile(path, model, None, [], lines, text=text)
+
+
+def _item_lines(text: str, key: str) -> list[int] | None:
+    """The line of each item of the top-level block sequence under `key`, read off the text:
+    the dashes at the indentation of the first one, up to the next top-level key."""
+    # Patterns start with a literal newline (the text is given one in front): a fast scan.
+    text = "\n" + text
+    heads = list(re.finditer(rf"\n{key}[ \t]*:[ \t]*(?:#[^\n]*)?(?=\n|$)", text))
+    if len(heads) != 1:
+        return None                     # absent, a flow sequence, or written oddly
+    start = heads[0].end()
+    after = re.compile(r"\n[^\s#-]").search(text, start)
+    end = after.start() if after else len(text)
+    first = re.compile(r"\n( *)-(?=[ \n]|$)").search(text, start, end)
+    if first is None:
+        return None
+    items = re.compile(rf"\n{first.group(1)}-(?=[ \n]|$)")
+    line = text.count("\n", 0, first.start() + 1)
+    found, counted = [line], first.start() + 1
+    for dash in items.finditer(text, first.start() + 1, end):
+        line += text.count("\n", counted, dash.start() + 1)
+        counted = dash.start() + 1
+        found.append(line)
+    return found
 
 
 def _salvage(data: YDict, path: str
@@ -467,6 +536,7 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     rules: list[RuleDef] = []
     seen: dict[str, str] = {}
     aliases = {actor_id: actor.terms() for actor_id, actor in actors.items()}
+    known: dict[tuple[Any, ...], TermDef] = {}
     for rule_file in files:
         for index, model in enumerate(rule_file.model.rules):
             where = _locate(rule_file, "rules", index)
@@ -475,7 +545,7 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
                                                                f"(first in {seen[model.id]})"))
                 continue
             seen[model.id] = f"{rule_file.path}:{where}"
-            rule, errors = _resolve_rule(model, aliases, groups, rule_file.path, where)
+            rule, errors = _resolve_rule(model, aliases, groups, rule_file.path, where, known)
             problems += errors
             if rule is not None and model.enabled:
                 rules.append(rule)
@@ -494,17 +564,16 @@ def _collect_actors(files: list[RuleFile]
                 problems.append(Problem(rule_file.path, line, f"duplicate actor id '{actor.id}'"))
             actors.setdefault(actor.id, actor)
         for name, members in rule_file.model.actor_groups.items():
-            line = _key_line(rule_file.data, "actor_groups", name)
             unknown = [m for m in members if m not in actors and m not in groups]
             if name in actors or name in groups:
-                problems.append(Problem(rule_file.path, line, f"actor group '{name}' reuses "
-                                                              f"an existing actor or group id"))
+                problem = f"actor group '{name}' reuses an existing actor or group id"
             elif unknown:
-                problems.append(Problem(rule_file.path, line, f"actor group '{name}' names "
-                                                              f"unknown actor(s): "
-                                                              f"{', '.join(unknown)}"))
+                problem = f"actor group '{name}' names unknown actor(s): {', '.join(unknown)}"
             else:
                 groups[name] = _expand(members, groups)
+                continue
+            line = _key_line(rule_file.located(), "actor_groups", name)
+            problems.append(Problem(rule_file.path, line, problem))
     return actors, groups, problems
 
 
@@ -515,41 +584,57 @@ def _expand(members: list[str], groups: dict[str, list[str]]) -> list[str]:
     return out
 
 
+def _keyword(model: TermModel, known: dict[tuple[Any, ...], TermDef]) -> TermDef:
+    """The keyword's TermDef, one object for every rule that writes the same keyword."""
+    key = (model.term, model.regex, model.case_sensitive, model.prefix, model.inflect,
+           model.fold_diacritics)
+    term = known.get(key)
+    if term is None:
+        term = known[key] = model.resolve()
+    return term
+
+
 def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
-                  groups: dict[str, list[str]], path: str, line: int
-                  ) -> tuple[RuleDef | None, list[Problem]]:
+                  groups: dict[str, list[str]], path: str, line: int,
+                  known: dict[tuple[Any, ...], TermDef]) -> tuple[RuleDef | None, list[Problem]]:
     problems: list[Problem] = []
-    resolved: dict[str, tuple[GroupDef, ...]] = {}
-    semantic = model.semantic
-    for kind in ("all", "any", "none", "prefilter"):
+
+    def resolved(models: list[GroupModel]) -> tuple[GroupDef, ...]:
         out = []
-        groups_here = (semantic.prefilter if semantic else []) if kind == "prefilter" \
-            else getattr(model, kind)
-        for group in groups_here:
-            unknown = [a for a in group.actors if a not in actors and a not in groups]
+        for group in models:
+            terms = [_keyword(k, known) for k in group.keywords]
+            unknown = []
+            for member in group.actors:
+                if member in actors:
+                    terms += actors[member]
+                elif member in groups:
+                    for actor_id in groups[member]:
+                        terms += actors[actor_id]
+                else:
+                    unknown.append(member)
             if unknown:
                 problems.append(Problem(path, line, f"rule '{model.id}': unknown actor "
                                                     f"{', '.join(repr(u) for u in unknown)}"))
                 continue
-            terms = [k.resolve() for k in group.keywords]
-            for actor_id in _expand(group.actors, groups):
-                terms += actors[actor_id]
             label = group.name or ", ".join(group.actors + [k.term or k.regex or ""
                                                             for k in group.keywords][:3])
             out.append(GroupDef(tuple(terms), group.min_mentions, label))
-        resolved[kind] = tuple(out)
+        return tuple(out)
+
+    semantic = model.semantic
+    every, some, none = resolved(model.all), resolved(model.any), resolved(model.none)
+    prefilter = resolved(semantic.prefilter) if semantic else ()
     if problems:
         return None, problems
-    scope = "words" if model.within else model.scope
     meaning = None
     if semantic is not None:
-        prefilter = resolved["prefilter"] or (GroupDef(
-            tuple(t for g in resolved["all"] + resolved["any"] for t in g.terms),
-            label="any term of the rule"),)
+        prefilter = prefilter or (GroupDef(tuple(t for g in every + some for t in g.terms),
+                                           label="any term of the rule"),)
         meaning = SemanticDef(tuple(semantic.examples), semantic.threshold, prefilter)
-    return RuleDef(model.id, model.title, resolved["all"], resolved["any"], resolved["none"],
-                   scope, model.within or 0, tuple(model.fields),
-                   frozenset(model.sources) if model.sources else None, path, line,
+    return RuleDef(model.id, model.title, every, some, none,
+                   "words" if model.within else model.scope, model.within or 0,
+                   tuple(model.fields), frozenset(model.sources) if model.sources else None,
+                   path, line,
                    str(Path(path).parent / model.examples) if model.examples else None,
                    meaning), []
 

@@ -1,0 +1,92 @@
+"""The fast YAML read gives exactly what the line-keeping loader gives, or steps aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor import rules as rules_module
+from monitor.rules import RuleFileModel, parse_rule_text
+from monitor.yamlfile import UNSURE, parse_yaml, plain_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES = [
+    "a: 1\nb: -3\nc: 1.5\nd: true\ne: null\nf:\n",
+    "title: Gaza truce!\nterms: [negotiat*, 'it''s', \"q \\\"x\\\"\"]\n",
+    "a: plain\n  continued\nb: >-\n  folded\n  text\n\n  para\nc: |\n  kept\n  lines\n",
+    "a: yes", "a: No", "a: on", "a: ~", "a: Null", "a: 010", "a: 0x1F", "a: 1_000",
+    "a: +1", "a: .5", "a: 1e3", "a: 1.0e3", "a: 1.0e+3", "a: 1E5", "a: [1e3]",
+    "a: .inf", "a: nan", "a: NaN", "a: 1:20", "a: 2023-10-07", "a: '2023-10-07'",
+    "a: \"it is 2023-10-07\"", "a: &x 1\nb: *x", "a: !!str 12", "a: 1\na: 2",
+    "---\na: 1", "a: 1\n---\nb: 2", "%YAML 1.1\n---\na: b", "? a\n: b", "<<: {a: 1}",
+    "\"yes\": 1", "1: one", "a: [1, 2", "a: b: c", "a:\n\tb: 1", "", "# only a comment\n",
+    "- a\n- b\n", "just a scalar", "a: Is it over?\nb: 'why?'",
+    "a: \"tab\\there, \\u00e9, \\x01\"",
+]
+
+
+@pytest.mark.parametrize("text", CASES)
+def test_the_fast_read_is_pyyaml_or_steps_aside(text: str) -> None:
+    fast = plain_yaml(text)
+    if fast is UNSURE:
+        return
+    assert fast == yaml.safe_load(text)
+    assert type(fast) is type(yaml.safe_load(text))
+
+
+def test_typical_rule_files_take_the_fast_way() -> None:
+    text = (ROOT / "rules" / "gaza.yaml").read_text(encoding="utf-8")
+    assert plain_yaml(text) is not UNSURE
+    # A date (`during: {from: 2023-10-07}`) is a date to PyYAML: that file takes the slow way.
+    assert plain_yaml((ROOT / "rules" / "actors.yaml").read_text(encoding="utf-8")) is UNSURE
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rules").glob("*.yaml"))
+                         + [ROOT / "seeds" / "sources.yaml"], ids=lambda p: p.name)
+def test_shipped_files_read_alike_both_ways(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    fast = plain_yaml(text)
+    if fast is not UNSURE:
+        assert fast == yaml.safe_load(text)
+
+
+def test_a_rule_file_read_fast_has_the_same_rules_and_lines(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    text = ("actors:\n  - id: hamas\n    aliases: [Hamas]\n# a comment\nrules:\n"
+            "  - id: one\n    title: One\n    all:\n      - keywords: [truce, ceasefire]\n"
+            "      - actors: [hamas]\n\n  - id: two\n    title: Two\n    any:\n"
+            "    - keywords: ['deal*']\n")
+    fast = parse_rule_text(text, "r.yaml")
+    assert fast.data is None and fast.text == text          # the fast way was taken
+    monkeypatch.setattr(rules_module, "plain_yaml", lambda _text: UNSURE)
+    slow = parse_rule_text(text, "r.yaml")
+    assert slow.data is not None
+    assert fast.model == slow.model and fast.lines == slow.lines == {
+        ("actors", 0): 2, ("rules", 0): 6, ("rules", 1): 12}
+    assert not fast.problems and not slow.problems
+
+
+def test_a_problem_found_after_the_fast_read_is_still_located() -> None:
+    text = "actor_groups:\n  sides: [nobody]\nrules: []\n"
+    parsed = parse_rule_text(text, "g.yaml")
+    _, problems = rules_module.resolve([parsed])
+    assert [(p.line, "unknown actor" in p.message) for p in problems] == [(2, True)]
+
+
+def test_a_syntax_error_is_reported_once_and_nothing_else_reaches_stderr(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    text = "rules:\n  - id: a\n    title: [unclosed\n"
+    assert plain_yaml(text) is UNSURE
+    parsed = parse_rule_text(text, "bad.yaml")
+    assert parsed.problems and parsed.problems[0].message.startswith("YAML syntax")
+    assert capfd.readouterr().err == ""
+
+
+def test_validation_on_plain_data_matches_the_located_data() -> None:
+    text = (ROOT / "rules" / "gaza.yaml").read_text(encoding="utf-8")
+    located, _ = parse_yaml(text, "gaza.yaml")
+    assert RuleFileModel.model_validate(plain_yaml(text)) == \
+        RuleFileModel.model_validate(located)
