@@ -2,7 +2,8 @@
 
 Reports articles/s for the full engine (normalisation, automaton scan, boundary checks, rule
 evaluation), the raw automaton scan alone over the same normalised text, and the time to
-compile (reload) each rule set. With the semantic extra installed it also runs the 10,000-rule
+compile each rule set and to reload it from one YAML file (read, validate, resolve, compile).
+With the semantic extra installed it also runs the 10,000-rule
 set keyword-only and with a share of its rules given a `semantic` part, side by side, with the
 model's load time, memory and cost per scored article. Run: .venv/bin/python bench/bench_match.py
 """
@@ -92,6 +93,8 @@ def reload_seconds(ruleset: RuleSet, actors: list[list[str]]) -> float:
 
 
 def raw_scan_seconds(engine: Engine, texts: list[str]) -> float:
+    """The building block: the engine's automaton alone over the same normalised text (no
+    boundary checks, no rules)."""
     automaton = engine._exact  # noqa: SLF001 (the benchmark measures the bare automaton)
     started = time.perf_counter()
     for text in texts:
@@ -244,10 +247,11 @@ def main() -> None:
             print(f"{row['variant']}: {ratio:.2f}x the keyword-only time "
                   f"({row['scored_share']:.2%} of articles scored by the model)")
     last = results["runs"][-1]  # type: ignore[index]
-    checks = {"articles/s >= 4000": last["articles_per_s"] >= 4000,
+    checks = {"articles/s >= 5000": last["articles_per_s"] >= 5000,
               "full <= 3.5x raw scan": last["full_over_raw"] <= 3.5,
-              "<= 2.5x slower than smallest": results["slowdown_10k_vs_100"] <= 2.5,
-              "reload < 1 s": last["reload_from_yaml_s"] < 1.0}
+              "<= 2.2x slower than smallest": results["slowdown_10k_vs_100"] <= 2.2,
+              "reload < 0.6 s": last["reload_from_yaml_s"] < 0.6,
+              "reload <= 2x compile": last["reload_from_yaml_s"] <= 2 * last["compile_s"]}
     for name, ok in checks.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
 

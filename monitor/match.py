@@ -253,6 +253,17 @@ class _Rule:
 _Entry = tuple[int, str, str | None, bool]
 
 
+def _pattern(key: str, entries: list[_Entry]) -> tuple[int, tuple[int, ...], tuple[_Entry, ...]]:
+    """An automaton value: the key's length, the terms a hit on the key proves by itself (one
+    word, any case: the padded key matched exactly those characters), and the entries to
+    confirm against the folded text (several words, whose spaces in the key stand for any
+    punctuation; case-sensitive; or a prefix)."""
+    proven = tuple(tid for tid, spelling, original, prefix in entries
+                   if not prefix and original is None and " " not in spelling
+                   and key == f" {spelling} ")
+    return len(key), proven, tuple(e for e in entries if e[0] not in proven)
+
+
 @dataclass
 class Engine:
     """Rules compiled once; `match(article)` answers which rules match and why.
@@ -265,7 +276,6 @@ class Engine:
     _terms: list[TermDef] = field(default_factory=list)
     _rules: list[_Rule] = field(default_factory=list)
     _term_bits: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
-    _patterns: list[tuple[_Entry, ...]] = field(default_factory=list)
     _regexes: list[tuple[int, Any]] = field(default_factory=list)
     timed_out: dict[int, int] = field(default_factory=dict)   # term id -> timeouts so far
     _always: list[int] = field(default_factory=list)
@@ -404,8 +414,7 @@ class Engine:
             automaton = ahocorasick.Automaton()
             for (is_plain, key), entries in keyed.items():
                 if is_plain == plain:
-                    automaton.add_word(key, (len(self._patterns), len(key)))
-                    self._patterns.append(tuple(entries))
+                    automaton.add_word(key, _pattern(key, entries))
             if len(automaton):
                 automaton.make_automaton()
             automata.append(automaton if len(automaton) else None)
@@ -446,10 +455,13 @@ class Engine:
 
     def _scan_one(self, automaton: Any, haystack: str, folded: str, text: _Text, index: int,
                   hits: defaultdict[int, list[_RawHit]]) -> None:
-        patterns = self._patterns
-        for last, (pid, length) in automaton.iter(haystack):
+        for last, (length, proven, checked) in automaton.iter(haystack):
             start = last - length + 1          # haystack offset of the pad = folded start
-            for tid, spelling, original, prefix in patterns[pid]:
+            if proven:
+                span = (index, start, last - 1)
+                for tid in proven:
+                    hits[tid].append(span)
+            for tid, spelling, original, prefix in checked:
                 end = start + len(spelling)
                 if folded[start:end] != spelling:
                     continue                    # same words, other punctuation
@@ -461,13 +473,13 @@ class Engine:
 
     def candidates(self, hits: dict[int, list[_RawHit]]) -> list[int]:
         """Rules every one of whose groups was hit somewhere (plus rules with regex terms)."""
-        state: defaultdict[int, int] = defaultdict(int)
-        term_bits = self._term_bits
+        state: dict[int, int] = {}
+        seen = state.get
         for tid in hits:
-            for rule_index, bit in term_bits[tid]:
-                state[rule_index] |= bit
+            for rule_index, bit in self._term_bits[tid]:
+                state[rule_index] = seen(rule_index, 0) | bit
         full = self._full
-        found = [i for i, seen in state.items() if seen == full[i]]
+        found = [i for i, got in state.items() if got == full[i]]
         if self._always:
             return sorted(set(found).union(self._always))
         return sorted(found)

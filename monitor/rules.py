@@ -12,10 +12,10 @@ import gc
 import re
 from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
@@ -28,9 +28,12 @@ FIELDS = ("title", "summary", "body")
 
 # --- resolved definitions (what the engine compiles) ------------------------------------------
 
-@dataclass(frozen=True)
-class TermDef:
-    """One thing to look for. `text` is as written; kind says how it matches."""
+class TermDef(NamedTuple):
+    """One thing to look for. `text` is as written; kind says how it matches.
+
+    A named tuple rather than a frozen dataclass: a 10,000-rule file makes tens of thousands
+    of them and the engine hashes each, both of which a tuple does in C.
+    """
 
     text: str
     kind: Literal["word", "prefix", "regex"] = "word"
@@ -185,8 +188,8 @@ class ActorModel(_Strict):
         unless = tuple(term.resolve() for term in self.implied_by.unless)
         when = self.implied_by.during
         during = (when.start, when.end) if when else None
-        return named + tuple(replace(term.resolve(self.id), implied=True, unless=unless,
-                                     during=during)
+        return named + tuple(term.resolve(self.id)._replace(implied=True, unless=unless,
+                                                            during=during)
                              for term in self.implied_by.terms)
 
 
@@ -536,7 +539,7 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     rules: list[RuleDef] = []
     seen: dict[str, str] = {}
     aliases = {actor_id: actor.terms() for actor_id, actor in actors.items()}
-    known: dict[tuple[Any, ...], TermDef] = {}
+    known: dict[int, TermDef] = {}
     for rule_file in files:
         for index, model in enumerate(rule_file.model.rules):
             where = _locate(rule_file, "rules", index)
@@ -584,19 +587,18 @@ def _expand(members: list[str], groups: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def _keyword(model: TermModel, known: dict[tuple[Any, ...], TermDef]) -> TermDef:
-    """The keyword's TermDef, one object for every rule that writes the same keyword."""
-    key = (model.term, model.regex, model.case_sensitive, model.prefix, model.inflect,
-           model.fold_diacritics)
-    term = known.get(key)
+def _keyword(model: TermModel, known: dict[int, TermDef]) -> TermDef:
+    """The keyword's TermDef: one object for every rule that writes the same word (the fast
+    read validates a word once and shares its model; the models outlive this resolve)."""
+    term = known.get(id(model))
     if term is None:
-        term = known[key] = model.resolve()
+        term = known[id(model)] = model.resolve()
     return term
 
 
 def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
                   groups: dict[str, list[str]], path: str, line: int,
-                  known: dict[tuple[Any, ...], TermDef]) -> tuple[RuleDef | None, list[Problem]]:
+                  known: dict[int, TermDef]) -> tuple[RuleDef | None, list[Problem]]:
     problems: list[Problem] = []
 
     def resolved(models: list[GroupModel]) -> tuple[GroupDef, ...]:

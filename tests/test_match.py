@@ -56,6 +56,7 @@ ANY = rule("    all:\n      - keywords: [talks]\n    any:\n      - actors: [qata
 GROUP = rule("    all:\n      - keywords: [talks]\n      - actors: [mediators]\n")
 SOURCES = rule("    sources: [wire]\n    all:\n      - actors: [hamas]\n")
 APOSTROPHE = rule("    all:\n      - keywords: [\"Hamas's leaders\"]\n")
+LONG_PHRASE = rule("    all:\n      - keywords: [ahead of expected truce]\n")
 
 FAR = ("Hamas said it would study the proposal.\n" + "Other news followed. " * 30 +
        "\nA ceasefire was later discussed in Cairo.")
@@ -96,6 +97,9 @@ CASES = [
     ("no inflection unless asked", PLAIN_TRUCE, "", "Several truces failed.", False),
     ("phrase", PHRASE, "", "A prisoner exchange was agreed.", True),
     ("phrase words apart", PHRASE, "", "A prisoner swap and exchange.", False),
+    ("long phrase", LONG_PHRASE, "", "Strikes ahead of expected truce.", True),
+    ("long phrase hyphenated is another spelling", LONG_PHRASE, "",
+     "israel-pounds-gaza-ahead-of-expected-truce", False),
     ("diacritics folded when asked", FOLD, "", "Les négociateurs en Égypte.", True),
     ("diacritics kept by default", NOFOLD, "", "Les négociateurs en Égypte.", False),
     ("regex term", REGEX, "", "A hostage release was announced.", True),
