@@ -1,10 +1,12 @@
 """Store benchmark: 10,000 sources' worth of articles (200,000) through dedupe and matching.
 
 Each "feed" of 20 articles goes through the same save path as a fetched feed (one transaction
-per feed: dedupe, story grouping, match, outbox) into SQLite and PostgreSQL. Reports
-articles/s, database size and peak RSS, with RSS sampled as the tables grow (it must stay
-flat: nothing loads a whole table) and the time per dedupe lookup early and late (it must stay
-flat: every lookup is indexed). Run: .venv/bin/python bench/bench_store.py [--pg URL]
+per feed: dedupe, story grouping, match, and with --subscriber an outbox row per match for one
+webhook subscriber) into SQLite and PostgreSQL. The shipped rules run keyword-only (the
+semantic model's cost is matching's, measured by bench_match.py). Reports articles/s, database
+size and peak RSS, with RSS sampled
+as the tables grow (it must stay flat: nothing loads a whole table), and the rate of a second
+pass where every item is a duplicate. Run: .venv/bin/python bench/bench_store.py [--pg URL]
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import text
 
-from monitor.config import Settings, SourceSpec
+from monitor.config import Settings, SourceSpec, SubscriberSpec
 from monitor.match import Engine
 from monitor.models import Article, FetchResult
 from monitor.context import Context, Rules
@@ -56,14 +59,18 @@ def articles(feed: int, rng: random.Random) -> list[Article]:
     return out
 
 
-def run(url: str, feeds: int) -> dict[str, object]:
+def run(url: str, feeds: int, subscriber: bool = False) -> dict[str, object]:
     store = open_store(url)
     ruleset, _, _ = load_rules(Path(__file__).parent.parent / "rules")
     specs = {f"s{n}": SourceSpec(id=f"s{n}", url=f"https://feed{n}.example.org/rss")
              for n in range(feeds)}
     store.sync_sources(list(specs.values()), datetime.now(timezone.utc))
-    ctx = Context(settings=Settings(database=url), store=store, fetcher=None,  # type: ignore[arg-type]
-                  rules=Rules(Engine(ruleset)), sources=specs, subscribers=[], channels={})
+    desk = SubscriberSpec.model_validate({"name": "desk",
+                                          "webhook": "https://hooks.example.org/news"})
+    ctx = Context(settings=Settings(database=url), store=store,
+                  fetcher=None,  # type: ignore[arg-type]
+                  rules=Rules(Engine(ruleset, semantic=False)), sources=specs,
+                  subscribers=[desk] if subscriber else [], channels={})
     rng = random.Random(1)
     result = FetchResult(url="", status=200, body=b"", content_type="application/rss+xml")
     samples, elapsed, window = [], 0.0, 0.0    # time spent in save() only, not generating
@@ -85,7 +92,11 @@ def run(url: str, feeds: int) -> dict[str, object]:
     for n, batch in enumerate(again):
         save(ctx, SourceRow(id=f"s{n}", url=""), specs[f"s{n}"], batch, result)
     dup_rate = len(again) * 20 / (time.perf_counter() - dup_started)
-    return {"articles": feeds * 20, "seconds": round(elapsed, 1),
+    with store.session() as session:
+        matched, queued = (session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                           for table in ("matches", "deliveries"))
+    return {"articles": feeds * 20, "seconds": round(elapsed, 1), "matches": matched,
+            "outbox_rows": queued,
             "articles_per_s": round(feeds * 20 / elapsed),
             "duplicates_per_s": round(dup_rate), "samples": samples,
             "database_mb": round(size_mb(url), 1)}
@@ -105,18 +116,21 @@ def main() -> None:
     parser.add_argument("--pg", default=os.environ.get(
         "NEWS_MONITOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    parser.add_argument("--subscriber", action="store_true",
+                        help="one webhook subscriber follows every rule: an outbox row per match")
     args = parser.parse_args()
     results = {}
     if args.only != "postgresql":
         with tempfile.TemporaryDirectory() as tmp:
-            results["sqlite"] = run(f"sqlite:///{tmp}/bench.db", args.feeds)
+            results["sqlite"] = run(f"sqlite:///{tmp}/bench.db", args.feeds, args.subscriber)
             print(json.dumps({"sqlite": results["sqlite"]}), flush=True)
     if args.only != "sqlite":
         name = f"nm_bench_{os.getpid()}"
         with psycopg.connect(args.pg, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            results["postgresql"] = run(args.pg.rsplit("/", 1)[0] + "/" + name, args.feeds)
+            results["postgresql"] = run(args.pg.rsplit("/", 1)[0] + "/" + name, args.feeds,
+                                        args.subscriber)
             print(json.dumps({"postgresql": results["postgresql"]}), flush=True)
         finally:
             with psycopg.connect(args.pg, autocommit=True) as admin:

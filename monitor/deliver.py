@@ -70,12 +70,16 @@ def next_digest(digest: DigestSpec, now: datetime) -> datetime:
 
 
 def first_attempt(ctx: Context, session: Any, subscriber: SubscriberSpec, rule_id: str,
-                  now: datetime) -> datetime:
-    """When a new delivery becomes due: now, the next digest, or after the rule's cooldown."""
+                  now: datetime, queued_just_now: datetime | None = None) -> datetime:
+    """When a new delivery becomes due: now, the next digest, or after the rule's cooldown.
+
+    `queued_just_now`: when the same feed already queued one for this subscriber and rule
+    (not yet written, and the latest there is)."""
     if subscriber.digest:
         return next_digest(subscriber.digest, now)
     if subscriber.cooldown:
-        last = ctx.store.last_delivery_time(session, subscriber.name, rule_id)
+        last = queued_just_now or ctx.store.last_delivery_time(session, subscriber.name,
+                                                               rule_id)
         if last is not None and (now - last).total_seconds() < subscriber.cooldown:
             return last + timedelta(seconds=subscriber.cooldown)
     return now

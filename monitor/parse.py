@@ -11,6 +11,7 @@ import calendar
 import codecs
 import html
 import json
+import functools
 import logging
 import re
 from datetime import datetime, timezone
@@ -35,8 +36,11 @@ _DROP = ("script", "style", "noscript", "template", "iframe", "svg")
 _NUL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
+@functools.lru_cache(maxsize=32768)
 def canonical_url(url: str) -> str:
-    """Lower-case scheme and host, no default port, no fragment, no tracking parameters."""
+    """Lower-case scheme and host, no default port, no fragment, no tracking parameters.
+
+    Remembered: a feed lists the same links fetch after fetch (its known items)."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port

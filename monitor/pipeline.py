@@ -172,9 +172,11 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
 
     Pages of articles already stored are not fetched again (their text is already matched).
     """
+    identities = [_identity(article) for article in articles]
     with ctx.store.session() as session:
-        fresh = {id(a) for a in articles if a.url and not ctx.store.known(
-            session, source_id, *_identity(a))}
+        guids, urls = ctx.store.known_identities(session, source_id, identities)
+    fresh = {id(a) for a, (guid, url) in zip(articles, identities, strict=True)
+             if a.url and not ((guid and guid in guids) or (url and url in urls))}
 
     async def one(article: Article) -> Article:
         if id(article) not in fresh:
@@ -195,27 +197,15 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
 
 def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article],
          result: FetchResult) -> SourceOutcome:
-    """One transaction per fetched feed: articles, matches, deliveries and the fetch state."""
+    """One transaction per fetched feed, and a few statements per feed rather than per
+    article: which items are new, their stories, the articles, their matches, the outbox rows
+    and the fetch state."""
     now = ctx.now()
     outcome = SourceOutcome(row.id, True)
-    engine = ctx.rules.engine
     with ctx.store.session() as session:
-        for article in articles:
-            article_id, story_id = _store_article(ctx, session, row.id, article, now)
-            if article_id is None:
-                outcome.duplicates += 1
-                continue
-            outcome.new += 1
-            for found in engine.match(article, row.id):
-                outcome.matches += 1
-                ctx.metrics.matches.labels(found.rule_id).inc()
-                ctx.store.insert_match(session, article_id, found.rule_id,
-                                       explanation(found), now)
-                if ctx.on_alert:
-                    ctx.on_alert(found, article, row.id)
-                if _fresh(article, now, ctx.settings.alert_max_age):
-                    outcome.queued += _queue(ctx, session, found, article, row.id,
-                                             article_id, story_id, now)
+        stored = _store_new(ctx, session, row.id, articles, now)
+        outcome.new, outcome.duplicates = len(stored), len(articles) - len(stored)
+        _match_and_queue(ctx, session, row.id, stored, now, outcome)
         ctx.store.record_fetch(session, row.id, _success_state(ctx, row, result,
                                                                  len(articles), outcome.new))
         ctx.store.log_fetch(session, row.id, now, True, result.status, len(articles),
@@ -226,29 +216,97 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
     return outcome
 
 
-def _store_article(ctx: Context, session: Any, source_id: str, article: Article,
-                   now: datetime) -> tuple[int | None, int]:
-    if ctx.store.known(session, source_id, *_identity(article)):
-        return None, 0
-    fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
-    joined = _story_of(ctx, session, fingerprint, now) if fingerprint else None
-    # story_id None: the article starts its own story
-    article_id = ctx.store.insert_article(session, article_record(source_id, article, now,
-                                                                  fingerprint, joined))
-    if article_id is None:
-        return None, 0
-    return article_id, joined or article_id
+@dataclass
+class _Stored:
+    """A new article of the feed: its identity, story fingerprint, and once stored its id
+    and its story (None until then; `joined`: found an earlier near-duplicate's story)."""
+
+    article: Article
+    identity: tuple[str | None, str | None]
+    fingerprint: list[int] | None
+    bands: list[int] | None = None
+    joined: int | None = None
+    article_id: int = 0
+    story_id: int = 0
 
 
-def _story_of(ctx: Context, session: Any, fingerprint: list[int], now: datetime) -> int | None:
-    """The story of the earliest near-duplicate of the last two days, if there is one."""
-    candidates = ctx.store.similar_articles(session, story.bands(fingerprint),
-                                            now - timedelta(days=2))
+def _store_new(ctx: Context, session: Any, source_id: str, articles: list[Article],
+               now: datetime) -> list[_Stored]:
+    """Store the feed's new articles (one lookup of what is known, one of their stories, one
+    insert) and answer them in feed order. An item repeated within the feed counts once."""
+    identities = [_identity(article) for article in articles]
+    guids, urls = ctx.store.known_identities(session, source_id, identities)
+    fresh: list[_Stored] = []
+    for article, (guid, url) in zip(articles, identities, strict=True):
+        if (guid and guid in guids) or (url and url in urls):
+            continue
+        guids.update([guid] if guid else [])
+        urls.update([url] if url else [])
+        fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
+        fresh.append(_Stored(article, (guid, url), fingerprint,
+                             story.bands(fingerprint) if fingerprint else None))
+    candidates = ctx.store.similar_many(session, [item.bands for item in fresh],
+                                        now - timedelta(days=2))
+    for item, found in zip(fresh, candidates, strict=True):
+        item.joined = _earliest_story(found, item.fingerprint) if item.fingerprint else None
+    ids = ctx.store.insert_articles(session, [
+        article_record(source_id, item.article, now, item.fingerprint, item.joined,
+                       item.identity, item.bands) for item in fresh])
+    stored = [item for item in fresh if item.identity in ids]
+    for item in stored:
+        item.article_id = ids[item.identity]
+        item.story_id = item.joined or item.article_id
+    _join_stories_within(ctx, session, stored)
+    return stored
+
+
+def _earliest_story(candidates: list[tuple[int, str, int | None]], fingerprint: list[int]
+                    ) -> int | None:
+    """The story of the earliest near-duplicate among the candidates, if there is one."""
     for other_id, other_sig, other_story in candidates:
         if other_sig and story.similarity(story.decode(other_sig), fingerprint) >= \
                 story.SAME_STORY:
             return other_story or other_id
     return None
+
+
+def _join_stories_within(ctx: Context, session: Any, stored: list[_Stored]) -> None:
+    """A new article with no earlier near-duplicate in the store may have one earlier in the
+    same feed (stored a moment before it, as one article at a time would find it)."""
+    for index, current in enumerate(stored):
+        if current.joined is not None or current.fingerprint is None or current.bands is None:
+            continue
+        for earlier in stored[:index]:
+            if earlier.fingerprint is None or earlier.bands is None or not any(
+                    mine == theirs for mine, theirs
+                    in zip(current.bands, earlier.bands, strict=True)):
+                continue                # no band in common: the store would not offer it
+            if story.similarity(earlier.fingerprint, current.fingerprint) >= story.SAME_STORY:
+                current.story_id = current.joined = earlier.story_id
+                ctx.store.set_story(session, current.article_id, earlier.story_id)
+                break
+
+
+def _match_and_queue(ctx: Context, session: Any, source_id: str, stored: list[_Stored],
+                     now: datetime, outcome: SourceOutcome) -> None:
+    """Match the new articles; their matches in one insert, their outbox rows in another."""
+    engine = ctx.rules.engine
+    matches: list[dict[str, Any]] = []
+    alerts: list[tuple[Match, _Stored]] = []
+    for item in stored:
+        for found in engine.match(item.article, source_id):
+            outcome.matches += 1
+            ctx.metrics.matches.labels(found.rule_id).inc()
+            matches.append({"article_id": item.article_id, "rule_id": found.rule_id,
+                            "explanation": explanation(found), "created_at": now})
+            if ctx.on_alert:
+                ctx.on_alert(found, item.article, source_id)
+            if _fresh(item.article, now, ctx.settings.alert_max_age):
+                alerts.append((found, item))
+    ctx.store.insert_matches(session, matches)
+    deliveries = _deliveries(ctx, session, source_id, alerts, now)
+    ctx.store.queue_deliveries(session, deliveries)
+    outcome.queued += len(deliveries)
 
 
 def _identity(article: Article) -> tuple[str | None, str | None]:
@@ -276,8 +334,10 @@ def index_key(value: str) -> str:
 
 
 def article_record(source_id: str, article: Article, now: datetime,
-                   fingerprint: list[int] | None, story_id: int | None = None) -> NewArticle:
-    guid, canonical = _identity(article)
+                   fingerprint: list[int] | None, story_id: int | None = None,
+                   identity: tuple[str | None, str | None] | None = None,
+                   bands: list[int] | None = None) -> NewArticle:
+    guid, canonical = identity or _identity(article)
     # Parsers already drop control characters; this is the last line before PostgreSQL,
     # which refuses NUL outright, whatever path an article took.
     return NewArticle(
@@ -286,7 +346,8 @@ def article_record(source_id: str, article: Article, now: datetime,
         body=clean_text(article.body),
         published=min(article.published, now) if article.published else None, fetched_at=now,
         minhash=story.encode(fingerprint) if fingerprint else None,
-        bands=tuple(story.bands(fingerprint)) if fingerprint else (), story_id=story_id)
+        bands=tuple(bands or story.bands(fingerprint)) if fingerprint else (),
+        story_id=story_id)
 
 
 def explanation(found: Match) -> dict[str, Any]:
@@ -300,22 +361,34 @@ def _fresh(article: Article, now: datetime, max_age: float) -> bool:
     return article.published is None or (now - article.published).total_seconds() <= max_age
 
 
-def _queue(ctx: Context, session: Any, found: Match, article: Article, source_id: str,
-           article_id: int, story_id: int, now: datetime) -> int:
-    """Outbox rows for every subscriber following the rule (at most one per story)."""
-    queued = 0
-    for subscriber in ctx.subscribers:
-        if not subscriber.follows(found.rule_id):
-            continue
-        delivery_id = "msg_" + secrets.token_hex(12)
-        alert = deliver.make_alert(delivery_id, found, article, source_id, subscriber.name, now)
-        due = deliver.first_attempt(ctx, session, subscriber, found.rule_id, now)
-        queued += ctx.store.queue_delivery(session, NewDelivery(
-            id=delivery_id, rule_id=found.rule_id, story_id=story_id, article_id=article_id,
-            subscriber=subscriber.name, channel=subscriber.channel, target=subscriber.target,
-            next_attempt=due, created_at=now,
-            payload=json.dumps(alert_dict(alert), ensure_ascii=False)))
-    return queued
+def _deliveries(ctx: Context, session: Any, source_id: str,
+                alerts: list[tuple[Match, _Stored]], now: datetime) -> list[NewDelivery]:
+    """Outbox rows for every subscriber following each matched rule, at most one per rule,
+    story and subscriber: those already queued (before, or earlier in this feed) are left
+    out, and a cooldown counts the rows queued earlier in this feed."""
+    if not alerts:
+        return []
+    taken = ctx.store.queued_keys(session, [item.story_id for _, item in alerts])
+    last_queued: dict[tuple[str, str], datetime] = {}
+    out = []
+    for found, item in alerts:
+        for subscriber in ctx.subscribers:
+            key = (found.rule_id, item.story_id, subscriber.name)
+            if not subscriber.follows(found.rule_id) or key in taken:
+                continue
+            taken.add(key)
+            delivery_id = "msg_" + secrets.token_hex(12)
+            alert = deliver.make_alert(delivery_id, found, item.article, source_id,
+                                       subscriber.name, now)
+            due = deliver.first_attempt(ctx, session, subscriber, found.rule_id, now,
+                                        last_queued.get((subscriber.name, found.rule_id)))
+            last_queued[(subscriber.name, found.rule_id)] = now
+            out.append(NewDelivery(
+                id=delivery_id, rule_id=found.rule_id, story_id=item.story_id,
+                article_id=item.article_id, subscriber=subscriber.name,
+                channel=subscriber.channel, target=subscriber.target, next_attempt=due,
+                created_at=now, payload=json.dumps(alert_dict(alert), ensure_ascii=False)))
+    return out
 
 
 def _success_state(ctx: Context, row: SourceRow, result: FetchResult, items: int,

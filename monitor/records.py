@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal, get_args
 
+BANDS = 8      # the articles table's band0..band7 (story.HASHES / story.ROWS)
+
 # What happened to a delivery: waiting (or retrying), accepted by the channel's server, given
 # up after the retry schedule or a permanent error, switched off by its endpoint (410 Gone),
 # or cancelled because its subscriber was removed from the subscribers file.
@@ -49,7 +51,9 @@ class NewArticle:
 
     def values(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "bands"}
-        out.update({f"band{i}": band for i, band in enumerate(self.bands)})
+        # Every band column named, None without a fingerprint: rows inserted together must
+        # all carry the same keys.
+        out.update({f"band{i}": self.bands[i] if self.bands else None for i in range(BANDS)})
         return out
 
 

@@ -10,14 +10,16 @@ Times are stored as naive UTC and always come back timezone-aware.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
-                        bindparam, case, delete, event, func, or_, union, update)
+                        and_, bindparam, case, delete, event, func, literal, or_, union_all,
+                        update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -29,6 +31,9 @@ from monitor.records import (DELIVERY_STATUSES, KEEP, DeliveryStatus, DeliveryUp
 from monitor.redact import masked_credentials, masked_passwords
 
 LEASE = timedelta(minutes=10)
+# Articles whose story candidates one statement looks up (8 band lookups each: 160 parts,
+# within SQLite's 500 terms of a compound SELECT).
+SIMILAR_BATCH = 20
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -217,6 +222,7 @@ class Store:
     """Queries over one database. Build it with `open_store`; pass it in, never import it."""
 
     engine: Engine
+    _fetch_updates: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -229,11 +235,6 @@ class Store:
     # parameters: building an ORM insert per row costs more than SQLite takes to run it.
 
     @cached_property
-    def _insert_article(self) -> Any:
-        table = ArticleRow.__table__  # type: ignore[attr-defined]
-        return self.insert(table).on_conflict_do_nothing().returning(table.c.id)
-
-    @cached_property
     def _insert_match(self) -> Any:
         return self.insert(MatchRow.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
@@ -241,16 +242,6 @@ class Store:
     def _insert_delivery(self) -> Any:
         table = DeliveryRow.__table__  # type: ignore[attr-defined]
         return self.insert(table).on_conflict_do_nothing().returning(table.c.id)
-
-    @cached_property
-    def _similar(self) -> Any:
-        """Candidates sharing any MinHash band: one indexed lookup per band, united."""
-        table = ArticleRow.__table__  # type: ignore[attr-defined]
-        columns = (table.c.id, table.c.minhash, table.c.story_id, table.c.fetched_at)
-        # The 20 most recent per band: a story carried a thousand times costs no more.
-        parts = [select(*columns).where(table.c[f"band{i}"] == bindparam(f"b{i}"))
-                 .order_by(table.c.id.desc()).limit(20).subquery() for i in range(8)]
-        return union(*(select(part) for part in parts))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -341,41 +332,135 @@ class Store:
 
     # -- articles, matches, deliveries (used inside one per-feed transaction) --
 
+    # -- a whole feed at once: a few statements per feed, not a few per article --
+
     @cached_property
-    def _known(self) -> Any:
+    def _known_many(self) -> Any:
         table = ArticleRow.__table__  # type: ignore[attr-defined]
-        by_guid = select(table.c.id).where(table.c.source_id == bindparam("source"),
-                                           table.c.guid == bindparam("guid"))
-        by_url = select(table.c.id).where(table.c.canonical_url == bindparam("url"))
-        return union(by_guid, by_url).limit(1)
+        # One OR of two index lookups (both backends use both unique indexes for it).
+        return select(table.c.source_id, table.c.guid, table.c.canonical_url).where(or_(
+            and_(table.c.source_id == bindparam("source"),
+                 table.c.guid.in_(bindparam("guids", expanding=True))),
+            table.c.canonical_url.in_(bindparam("urls", expanding=True))))
 
-    def known(self, session: Session, source_id: str, guid: str | None,
-              canonical: str | None) -> bool:
-        """Already stored? A cheap indexed read that spares a duplicate the costly work.
+    def known_identities(self, session: Session, source_id: str,
+                         identities: Sequence[tuple[str | None, str | None]]
+                         ) -> tuple[set[str], set[str]]:
+        """(GUIDs stored for this source, canonical URLs stored anywhere) among a feed's
+        identities: one indexed lookup for the whole feed."""
+        params = {"source": source_id, "guids": [g for g, _ in identities if g],
+                  "urls": [u for _, u in identities if u]}
+        guids: set[str] = set()
+        urls: set[str] = set()
+        if not params["guids"] and not params["urls"]:
+            return guids, urls
+        for row in session.connection().execute(self._known_many, params):
+            if row.guid is not None and row.source_id == source_id:
+                guids.add(row.guid)
+            if row.canonical_url is not None:
+                urls.add(row.canonical_url)
+        return guids, urls
 
-        Only a shortcut: the unique indexes still decide when two writers race.
-        """
-        params = {"source": source_id, "guid": guid, "url": canonical}
-        return session.connection().execute(self._known, params).first() is not None
+    @cached_property
+    def _insert_articles(self) -> Any:
+        table = ArticleRow.__table__  # type: ignore[attr-defined]
+        return self.insert(table).on_conflict_do_nothing().returning(
+            table.c.id, table.c.guid, table.c.canonical_url)
 
-    def insert_article(self, session: Session, article: NewArticle) -> int | None:
-        """The new article's id, or None when it is already stored (either identity key)."""
-        return session.connection().execute(self._insert_article,
-                                            article.values()).scalar_one_or_none()
+    def insert_articles(self, session: Session, articles: Sequence[NewArticle]
+                        ) -> dict[tuple[str | None, str | None], int]:
+        """Insert a feed's new articles in one statement; the id of each one inserted, by its
+        (guid, canonical URL). One already stored (a concurrent writer won) is left out."""
+        if not articles:
+            return {}
+        rows = session.connection().execute(self._insert_articles,
+                                            [article.values() for article in articles])
+        return {(row.guid, row.canonical_url): row.id for row in rows}
 
-    def similar_articles(self, session: Session, bands: Sequence[int], since: datetime
-                         ) -> list[tuple[int, str, int | None]]:
-        """(id, minhash, story_id) of articles since a time sharing a MinHash band, oldest first."""
-        params = {f"b{i}": band for i, band in enumerate(bands)}
-        rows = session.connection().execute(self._similar, params)
-        return sorted((row.id, row.minhash, row.story_id) for row in rows
-                      if row.fetched_at is not None and row.fetched_at >= since)
+    def set_story(self, session: Session, article_id: int, story_id: int) -> None:
+        session.connection().execute(self._set_story, {"article": article_id, "story": story_id})
 
-    def insert_match(self, session: Session, article_id: int, rule_id: str,
-                     explanation: dict[str, Any], now: datetime) -> None:
-        session.connection().execute(self._insert_match, dict(
-            article_id=article_id, rule_id=rule_id, explanation=json.dumps(explanation),
-            created_at=now))
+    @cached_property
+    def _set_story(self) -> Any:
+        table = ArticleRow.__table__  # type: ignore[attr-defined]
+        return update(table).where(table.c.id == bindparam("article")).values(
+            story_id=bindparam("story"))
+
+    @cached_property
+    def _similar_many(self) -> Any:
+        """SIMILAR_BATCH articles' story candidates in one statement: per article and band,
+        the 20 most recent articles sharing it (the same index range as `_similar`), tagged
+        with the article's place. Unused places get NULL bands, which match nothing."""
+        table = ArticleRow.__table__  # type: ignore[attr-defined]
+        columns = (table.c.id, table.c.minhash, table.c.story_id, table.c.fetched_at)
+        parts = [select(literal(slot).label("slot"), *columns)
+                 .where(table.c[f"band{band}"] == bindparam(f"b{slot}_{band}"))
+                 .order_by(table.c.id.desc()).limit(20).subquery()
+                 for slot in range(SIMILAR_BATCH) for band in range(8)]
+        return union_all(*(select(part) for part in parts))
+
+    @cached_property
+    def _bands_present(self) -> Any:
+        """Which of these band values are stored at all, per band: a cheap first look, since
+        most articles (no other outlet carries them) have none."""
+        table = ArticleRow.__table__  # type: ignore[attr-defined]
+        return union_all(*(
+            select(literal(band).label("band"), table.c[f"band{band}"].label("value"))
+            .where(table.c[f"band{band}"].in_(bindparam(f"v{band}", expanding=True)))
+            .distinct() for band in range(8)))
+
+    def similar_many(self, session: Session, bands: Sequence[Sequence[int] | None],
+                     since: datetime) -> list[list[tuple[int, str, int | None]]]:
+        """For each article's bands (None: no fingerprint), the (id, minhash, story_id) of
+        articles since a time sharing a band with it, oldest first: per band, the 20 most
+        recent. Two statements when any band is shared, one when none is."""
+        out: list[list[tuple[int, str, int | None]]] = [[] for _ in bands]
+        present = {(row.band, row.value) for row in session.connection().execute(
+            self._bands_present, {f"v{band}": sorted({b[band] for b in bands if b})
+                                  for band in range(8)})} if any(bands) else set()
+        shared = [[value if (band, value) in present else None for band, value in enumerate(b)]
+                  if b else None for b in bands]
+        for first in range(0, len(bands), SIMILAR_BATCH):
+            chunk = shared[first:first + SIMILAR_BATCH]
+            if not any(value is not None for b in chunk if b for value in b):
+                continue
+            params = {f"b{slot}_{band}": chunk[slot][band]  # type: ignore[index]
+                      if slot < len(chunk) and chunk[slot] else None
+                      for slot in range(SIMILAR_BATCH) for band in range(8)}
+            found: dict[int, set[tuple[int, str, int | None]]] = defaultdict(set)
+            for row in session.connection().execute(self._similar_many, params):
+                if row.fetched_at is not None and row.fetched_at >= since:
+                    found[row.slot].add((row.id, row.minhash, row.story_id))
+            for slot, rows in found.items():
+                out[first + slot] = sorted(rows)
+        return out
+
+    def insert_matches(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+        """A feed's matches, each {article_id, rule_id, explanation (dict), created_at}."""
+        if rows:
+            session.connection().execute(self._insert_match, [
+                {**row, "explanation": json.dumps(row["explanation"])} for row in rows])
+
+    @cached_property
+    def _queued(self) -> Any:
+        table = DeliveryRow.__table__  # type: ignore[attr-defined]
+        return select(table.c.rule_id, table.c.story_id, table.c.subscriber).where(
+            table.c.story_id.in_(bindparam("stories", expanding=True)))
+
+    def queued_keys(self, session: Session, story_ids: Sequence[int]
+                    ) -> set[tuple[str, int, str]]:
+        """(rule, story, subscriber) of the outbox rows already there for these stories."""
+        if not story_ids:
+            return set()
+        rows = session.connection().execute(self._queued, {"stories": sorted(set(story_ids))})
+        return {(row.rule_id, row.story_id, row.subscriber) for row in rows}
+
+    def queue_deliveries(self, session: Session, deliveries: Sequence[NewDelivery]) -> None:
+        """A feed's outbox rows in one statement (the unique index still settles a race)."""
+        if deliveries:
+            table = DeliveryRow.__table__  # type: ignore[attr-defined]
+            session.connection().execute(self.insert(table).on_conflict_do_nothing(),
+                                         [delivery.values() for delivery in deliveries])
 
     def queue_delivery(self, session: Session, delivery: NewDelivery) -> bool:
         """Add one outbox row; False when this rule x story x subscriber was already queued."""
@@ -397,8 +482,19 @@ class Store:
             return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
 
     def record_fetch(self, session: Session, source_id: str, state: FetchState) -> None:
-        session.execute(update(SourceRow).where(SourceRow.id == source_id).values(
-            lease_owner=None, lease_until=None, **state.values()))
+        values = {"lease_owner": None, "lease_until": None, **state.values()}
+        session.connection().execute(self._fetch_update(tuple(sorted(values))),
+                                     {"source_key": source_id, **values})
+
+    def _fetch_update(self, columns: tuple[str, ...]) -> Any:
+        """The sources update for one set of written columns, built (and compiled) once."""
+        statement = self._fetch_updates.get(columns)
+        if statement is None:
+            table = SourceRow.__table__  # type: ignore[attr-defined]
+            statement = self._fetch_updates[columns] = update(table).where(
+                table.c.id == bindparam("source_key")).values(
+                {name: bindparam(name) for name in columns})
+        return statement
 
     # -- the outbox sender's side --
 
@@ -436,9 +532,13 @@ class Store:
     def log_fetch(self, session: Session, source_id: str, now: datetime, ok: bool,
                   http_status: int | None, items: int = 0, new: int = 0,
                   error: str | None = None, not_modified: bool = False) -> None:
-        session.execute(self.insert(FetchLogRow).values(
+        session.connection().execute(self._insert_fetch_log, dict(
             source_id=source_id, at=now, ok=ok, http_status=http_status, items=items, new=new,
             error=error, not_modified=not_modified))
+
+    @cached_property
+    def _insert_fetch_log(self) -> Any:
+        return self.insert(FetchLogRow.__table__)  # type: ignore[attr-defined]
 
     def prune_history(self, before: datetime) -> None:
         """Fetch and attempt history older than `before` goes (the rows it describes stay)."""

@@ -30,8 +30,8 @@ _WORDS = re.compile(r"\w+")
 def shingles(text: str, size: int = 3) -> set[int]:
     """Stable 32-bit hashes of the word 3-grams of the text's lead."""
     words = _WORDS.findall(text.lower())[:LEAD_WORDS]
-    return {zlib.crc32(" ".join(words[i:i + size]).encode())
-            for i in range(len(words) - size + 1)}
+    grams = map(" ".join, zip(*(words[start:] for start in range(size)), strict=False))
+    return set(map(zlib.crc32, map(str.encode, grams)))      # in C: a third of the time
 
 
 def signature(text: str) -> list[int] | None:

@@ -66,9 +66,10 @@ def fill(ctx: Context) -> None:
     from monitor import deliver
     from monitor.notify.render import alert_dict
     with store.session() as session:
-        article_id = store.insert_article(session, article_record("wire", article, NOW, None))
-        assert article_id is not None
-        store.insert_match(session, article_id, found.rule_id, {}, NOW)
+        record = article_record("wire", article, NOW, None)
+        article_id = store.insert_articles(session, [record])[(record.guid, record.canonical_url)]
+        store.insert_matches(session, [{"article_id": article_id, "rule_id": found.rule_id,
+                                        "explanation": {}, "created_at": NOW}])
         alert = deliver.make_alert("msg_dead", found, article, "wire", "desk", NOW)
         import json
         store.queue_delivery(session, NewDelivery(

@@ -26,7 +26,8 @@ def stored(store: Store) -> int:
 
 def add(store: Store, source: str, article: Article) -> int | None:
     with store.session() as session:
-        return store.insert_article(session, article_record(source, article, NOW, None))
+        record = article_record(source, article, NOW, None)
+        return store.insert_articles(session, [record]).get((record.guid, record.canonical_url))
 
 
 def test_same_guid_in_a_source_is_stored_once(database_url: str) -> None:

@@ -7,7 +7,7 @@ http(s), and nothing in a title can reach an e-mail header (see email.py).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,10 @@ def marked_text(snippet: str, marks: list[tuple[int, int]]) -> str:
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
     """The JSON-ready form of an alert (the webhook payload's `data`, and the outbox row)."""
-    data = asdict(alert)
+    # Shallow (lists copied, not deep-copied as dataclasses.asdict does: it was most of the
+    # cost of queueing an alert); every value is a string, a number or a list of them.
+    data = {f.name: getattr(alert, f.name) for f in fields(alert)}
+    data.update({key: list(value) for key, value in data.items() if isinstance(value, list)})
     for key in ("published", "created_at"):
         value = data.get(key)
         data[key] = value.isoformat() if isinstance(value, datetime) else None

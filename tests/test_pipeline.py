@@ -1,0 +1,108 @@
+"""Saving a fetched feed, a few statements per feed: what one article at a time would store."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from conftest import ROOT
+from monitor.config import Settings, SourceSpec, SubscriberSpec
+from monitor.context import Context, Rules
+from monitor.match import Engine
+from monitor.models import Article, FetchResult
+from monitor.pipeline import save
+from monitor.rules import load_rules
+from monitor.store import SIMILAR_BATCH, SourceRow, open_store
+
+pytestmark = pytest.mark.store
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+RESULT = FetchResult(url="https://wire.example.org/feed", status=200, body=b"",
+                     content_type="application/rss+xml")
+STORY = ("Hamas and Israel agreed to a truce in Gaza on Thursday after weeks of talks mediated "
+         "by Qatar and Egypt, officials said, with hostages to be released in stages and aid "
+         "trucks allowed through the Rafah crossing under the terms of the deal.")
+
+
+def context(database_url: str, subscribers: list[dict[str, object]] | None = None) -> Context:
+    store = open_store(database_url)
+    spec = SourceSpec(id="wire", url="https://wire.example.org/feed")
+    store.sync_sources([spec], NOW)
+    ruleset, _, _ = load_rules(ROOT / "rules")
+    return Context(settings=Settings(database=database_url), store=store,
+                   fetcher=None,  # type: ignore[arg-type]
+                   rules=Rules(Engine(ruleset, semantic=False)), sources={"wire": spec},
+                   subscribers=[SubscriberSpec.model_validate(s) for s in subscribers or []],
+                   channels={}, now=lambda: NOW)
+
+
+def feed(ctx: Context, articles: list[Article]) -> tuple[int, int, int]:
+    row = ctx.store.source("wire")
+    assert row is not None
+    outcome = save(ctx, row, ctx.sources["wire"], articles, RESULT)
+    return outcome.new, outcome.duplicates, outcome.queued
+
+
+def rows(ctx: Context, query: str) -> list[tuple[object, ...]]:
+    with ctx.store.session() as session:
+        return [tuple(r) for r in session.execute(text(query))]
+
+
+def item(n: int, body: str = "", guid: str | None = None) -> Article:
+    return Article(url=f"https://wire.example.org/{n}", title=f"Item {n}", body=body,
+                   guid=guid or f"g{n}", published=NOW)
+
+
+def test_new_duplicate_and_repeated_items_of_one_feed(database_url: str) -> None:
+    ctx = context(database_url)
+    assert feed(ctx, [item(1), item(2)])[:2] == (2, 0)
+    # Known by GUID, known by URL, new, and the new one repeated within the feed.
+    again = [item(1), Article(url="https://wire.example.org/2?utm_source=x", title="2 again",
+                              guid="other"), item(3), item(3)]
+    assert feed(ctx, again)[:2] == (1, 3)
+    assert rows(ctx, "SELECT guid FROM articles ORDER BY id") == [("g1",), ("g2",), ("g3",)]
+
+
+def test_a_feed_longer_than_one_story_lookup(database_url: str) -> None:
+    ctx = context(database_url)
+    articles = [item(n, body=f"Report {n} on the harbour works: " + " ".join(
+        f"w{n}x{k}" for k in range(40))) for n in range(SIMILAR_BATCH * 2 + 5)]
+    assert feed(ctx, articles)[:2] == (len(articles), 0)
+    assert rows(ctx, "SELECT count(DISTINCT coalesce(story_id, id)) FROM articles") == [
+        (len(articles),)]
+
+
+def test_near_duplicates_share_a_story_within_a_feed_and_across_feeds(database_url: str
+                                                                      ) -> None:
+    ctx = context(database_url)
+    feed(ctx, [item(1, STORY), item(2, "Weather: rain " * 30), item(3, STORY + " Reuters")])
+    feed(ctx, [item(4, "Updated: " + STORY)])
+    stories = dict(rows(ctx, "SELECT guid, coalesce(story_id, id) FROM articles"))
+    assert stories["g3"] == stories["g1"] == stories["g4"] != stories["g2"]
+
+
+def test_one_alert_per_story_and_the_cooldown_counts_this_feed(database_url: str) -> None:
+    ctx = context(database_url, [{"name": "desk", "webhook": "https://hooks.example.org/x",
+                                  "rules": ["gaza-ceasefire"], "cooldown": "1h"}])
+    other = ("Hamas negotiators arrived in Cairo for ceasefire talks as mediators pressed "
+             "for a deal, a separate report said, quoting two officials close to the matter "
+             "who spoke on condition of anonymity about the hostage release proposal.")
+    new, _, queued = feed(ctx, [item(1, STORY), item(2, STORY + " AP"), item(3, other)])
+    assert (new, queued) == (3, 2)          # items 1 and 2 are one story: one alert
+    due = sorted(rows(ctx, "SELECT next_attempt FROM deliveries"))
+    first, second = (datetime.fromisoformat(str(d[0])).replace(tzinfo=timezone.utc)
+                     for d in due)
+    assert first == NOW and second == NOW + timedelta(hours=1)
+    payloads = [json.loads(str(p[0])) for p in rows(ctx, "SELECT payload FROM deliveries")]
+    assert {p["article_url"] for p in payloads} == {"https://wire.example.org/1",
+                                                       "https://wire.example.org/3"}
+
+
+def test_a_source_row_read_before_the_feed_is_saved(database_url: str) -> None:
+    """The fetch state is written with the feed, in the same transaction."""
+    ctx = context(database_url)
+    feed(ctx, [item(1), item(2)])
+    row = ctx.store.source("wire")
+    assert isinstance(row, SourceRow) and row.articles_total == 2 and row.items_seen == 2
