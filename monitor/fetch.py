@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urljoin, urlsplit
 
-from typing import Any
+from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from monitor.config import FetchSettings
 from monitor.errors import BlockedAddressError, FetchError
@@ -46,23 +47,27 @@ class _GuardedTransport(AiohttpTransport):
         return await super().handle_async_request(request)
 
 
-def make_client(settings: FetchSettings, allow_private: bool,
-                connections: int | None = None) -> httpx.AsyncClient:
-    """An AsyncClient whose every connection goes through the network policy.
+def make_session(settings: FetchSettings, allow_private: bool,
+                 connections: int | None = None) -> aiohttp.ClientSession:
+    """An aiohttp session whose every connection goes through the network policy's resolver.
 
-    Call it inside the running event loop: the aiohttp session is created here, once (a
-    lazily created one would be created by each of the first concurrent requests).
+    Call it inside the running event loop: the session is created here, once (a lazily
+    created one would be created by each of the first concurrent requests).
     """
     limit = connections or settings.concurrency
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=settings.per_host,
                                      ssl=ssl.create_default_context(),
                                      resolver=GuardedResolver(allow_private),
                                      keepalive_timeout=30, ttl_dns_cache=60)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                    trust_env=False)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
 
+
+def make_client(settings: FetchSettings, allow_private: bool,
+                connections: int | None = None) -> httpx.AsyncClient:
+    """An httpx AsyncClient on such a session (webhooks and other senders use it)."""
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout,
                             pool=settings.deadline)
+    session = make_session(settings, allow_private, connections)
     return httpx.AsyncClient(transport=_GuardedTransport(allow_private, client=session),
                              timeout=timeout, follow_redirects=False,
                              headers={"User-Agent": settings.user_agent})
@@ -88,29 +93,44 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
 class Fetcher:
     """Fetches URLs politely: global and per-host limits, hard bounds, conditional GETs.
 
-    The HTTP client comes from the caller: `make_client` (every connection through the
-    network policy) in the product, an httpx.MockTransport client where a test needs no
-    server. `Fetcher.guarded(...)` makes one that owns a policy client and closes it.
+    In the product, `Fetcher.guarded(...)` sends straight through its own aiohttp session
+    (every connection under the network policy): httpx's request and response objects on
+    top of aiohttp cost as much CPU again as aiohttp itself, and at a hundred concurrent
+    requests that CPU is the limit. Given an httpx client instead (an httpx.MockTransport
+    one where a test needs no server, or any caller's own), it sends through that client.
+    Either way the same limits, bounds, redirects and errors apply.
     """
 
     settings: FetchSettings
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient | None = None
     owns_client: bool = False
+    session: aiohttp.ClientSession | None = None
+    allow_private: bool = False
     _hosts: defaultdict[str, asyncio.Semaphore] = field(init=False)
     _all: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
+        if (self.client is None) == (self.session is None):
+            raise ValueError("a Fetcher sends through an httpx client or an aiohttp session")
         self._hosts = defaultdict(lambda: asyncio.Semaphore(self.settings.per_host))
         self._all = asyncio.Semaphore(self.settings.concurrency)
+        self._timeout = aiohttp.ClientTimeout(sock_connect=self.settings.connect_timeout,
+                                              sock_read=self.settings.read_timeout,
+                                              connect=self.settings.deadline)
 
     @classmethod
     def guarded(cls, settings: FetchSettings, allow_private: bool) -> Fetcher:
-        """A fetcher with its own client under the network policy (call inside the loop)."""
-        return cls(settings, make_client(settings, allow_private), owns_client=True)
+        """A fetcher with its own session under the network policy (call inside the loop)."""
+        return cls(settings, session=make_session(settings, allow_private), owns_client=True,
+                   allow_private=allow_private)
 
     async def close(self) -> None:
-        if self.owns_client:
+        if not self.owns_client:
+            return
+        if self.client is not None:
             await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -156,11 +176,9 @@ class Fetcher:
         host = urlsplit(url).hostname or ""
         async with self._all, self._hosts[host]:
             try:
-                async with self.client.stream("GET", url, headers=headers) as response:
-                    if response.status_code in _REDIRECTS and "location" in response.headers:
-                        return None, response.headers["location"]
-                    _raise_for_status(response)
-                    body = await self._read_capped(response)
+                if self.session is not None:
+                    return await self._direct(self.session, url, host, headers)
+                return await self._through_httpx(url, headers)
             except BlockedAddressError:
                 raise
             except httpx.TimeoutException as exc:
@@ -169,23 +187,52 @@ class Fetcher:
                 raise FetchError(f"cannot decode the response body: {exc}") from None
             except httpx.HTTPError as exc:
                 raise FetchError(f"{type(exc).__name__}: {exc}") from None
-        return FetchResult(url=str(response.url), status=response.status_code, body=body,
-                           content_type=response.headers.get("content-type", ""),
-                           etag=response.headers.get("etag"),
-                           last_modified=response.headers.get("last-modified"),
-                           not_modified=response.status_code == 304), None
 
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        """The body, decoded here in bounded steps: httpx would inflate each received chunk
-        whole (through every layer of a stacked coding) before anything could count it."""
+    async def _direct(self, session: aiohttp.ClientSession, url: str, host: str,
+                      headers: dict[str, str]) -> tuple[FetchResult | None, str | None]:
+        """One GET on the aiohttp session. Its errors are named as httpx names them (the
+        mapping httpx-aiohttp uses), so both paths report a failure in the same words."""
+        check_literal(host, self.allow_private)
+        with map_aiohttp_exceptions():
+            async with session.get(url, headers={"User-Agent": self.settings.user_agent,
+                                                 **headers},
+                                   allow_redirects=False, timeout=self._timeout) as response:
+                status, answer = response.status, response.headers
+                if status in _REDIRECTS and "location" in answer:
+                    return None, answer["location"]
+                _raise_for_status(status, response.reason or "", answer)
+                body = await self._read_capped(answer, response.content.iter_chunked(64 * 1024))
+                return _result(str(response.url), status, answer, body), None
+
+    async def _through_httpx(self, url: str, headers: dict[str, str]
+                             ) -> tuple[FetchResult | None, str | None]:
+        assert self.client is not None
+        async with self.client.stream("GET", url, headers=headers) as response:
+            status, answer = response.status_code, response.headers
+            if status in _REDIRECTS and "location" in answer:
+                return None, answer["location"]
+            _raise_for_status(status, response.reason_phrase, answer)
+            body = await self._read_capped(answer, response.aiter_raw())
+            return _result(str(response.url), status, answer, body), None
+
+    async def _read_capped(self, headers: Mapping[str, str], raw: AsyncIterator[bytes]
+                           ) -> bytes:
+        """The body, decoded here in bounded steps: a client would inflate each received
+        chunk whole (through every layer of a stacked coding) before anything could count it."""
         limit = self.settings.max_bytes
-        declared = response.headers.get("content-length", "")
-        decoder = BoundedDecoder(response.headers.get("content-encoding", ""), limit)
+        declared = headers.get("content-length", "")
+        decoder = BoundedDecoder(headers.get("content-encoding", ""), limit)
         if declared.isdigit() and int(declared) > limit and not decoder.encoded:
             raise FetchError(f"response of {int(declared):,} bytes exceeds the {limit:,}-byte cap")
-        async for chunk in response.aiter_raw():
+        async for chunk in raw:
             decoder.feed(chunk)
         return decoder.finish()
+
+
+def _result(url: str, status: int, headers: Mapping[str, str], body: bytes) -> FetchResult:
+    return FetchResult(url=url, status=status, body=body,
+                       content_type=headers.get("content-type", ""), etag=headers.get("etag"),
+                       last_modified=headers.get("last-modified"), not_modified=status == 304)
 
 
 class BoundedDecoder:
@@ -253,16 +300,14 @@ def _check_scheme(url: str) -> None:
         raise FetchError(f"only http and https URLs are fetched, not {url!r}")
 
 
-def _raise_for_status(response: httpx.Response) -> None:
-    status = response.status_code
+def _raise_for_status(status: int, reason: str, headers: Mapping[str, str]) -> None:
     if status == 304 or 200 <= status < 300:
         return
     if status == 410:
         raise FetchError("410 Gone: the source says it is gone for good", status, gone=True)
     if status in (429, 503):
-        wait = retry_after_seconds(response.headers.get("retry-after"),
-                                   datetime.now(timezone.utc))
-        raise FetchError(f"HTTP {status} {response.reason_phrase}" +
+        wait = retry_after_seconds(headers.get("retry-after"), datetime.now(timezone.utc))
+        raise FetchError(f"HTTP {status} {reason}" +
                          (f", Retry-After {wait:g} s" if wait is not None else ""),
                          status, retry_after=wait)
-    raise FetchError(f"HTTP {status} {response.reason_phrase}", status)
+    raise FetchError(f"HTTP {status} {reason}", status)

@@ -69,7 +69,7 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
                   store: Store | None = None) -> AsyncIterator[Context]:
     """The context a cycle runs in; network clients are closed on the way out."""
     store = store or open_store(settings.database_url())
-    fetcher = Fetcher(settings.fetch, make_client(settings.fetch, settings.allow_private_networks))
+    fetcher = Fetcher.guarded(settings.fetch, settings.allow_private_networks)
     http = make_client(settings.fetch, settings.allow_private_networks)
     channel_context = ChannelContext(settings.smtp, http, Templates(settings.templates), out,
                                      settings.delivery.timeout, settings.allow_private_networks)
@@ -81,7 +81,7 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
     try:
         yield context
     finally:
-        await fetcher.client.aclose()
+        await fetcher.close()
         await http.aclose()
 
 

@@ -95,7 +95,7 @@ class FeedServer(HTTPServerThread):
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path
-        self.hits.append((path, dict(request.headers)))
+        self.hits.append((path, {k.lower(): v for k, v in request.headers.items()}))
         if path in self.routes:
             self.routes[path](request)
             return
