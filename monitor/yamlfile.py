@@ -12,8 +12,9 @@ import os
 import re
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -209,29 +210,28 @@ def _refuse(_constant: str) -> Any:
     raise _Unsure
 
 
-class _native_stderr_muted:  # noqa: N801 (a context manager used like a function)
+@contextmanager
+def _native_stderr_muted() -> Iterator[None]:
     """rapidyaml prints its parse errors on the process's stderr before raising. Send fd 2 to
     a temporary file meanwhile, and write back whatever else was written there (another
     thread's log line), so nothing but rapidyaml's message is dropped."""
-
-    def __enter__(self) -> None:
-        _NATIVE_STDERR.acquire()
-        self.sink = tempfile.TemporaryFile()
-        self.saved = os.dup(2)
-        os.dup2(self.sink.fileno(), 2)
-
-    def __exit__(self, *_exc: object) -> None:
+    with _NATIVE_STDERR, tempfile.TemporaryFile() as sink:
         try:
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            self.sink.seek(0)
-            kept = [line for line in self.sink.read().splitlines(keepends=True)
+            saved = os.dup(2)
+        except OSError:                 # no stderr at all: nothing to keep clean
+            yield
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().splitlines(keepends=True)
                     if not line.startswith(b"line=") and b"(detected here)" not in line]
-            self.sink.close()
             if kept:
                 os.write(2, b"".join(kept))
-        finally:
-            _NATIVE_STDERR.release()
 
 
 def read_yaml(path: Path) -> tuple[Any, list[Problem]]:

@@ -90,3 +90,20 @@ def test_validation_on_plain_data_matches_the_located_data() -> None:
     located, _ = parse_yaml(text, "gaza.yaml")
     assert RuleFileModel.model_validate(plain_yaml(text)) == \
         RuleFileModel.model_validate(located)
+
+
+def test_only_the_parsers_own_message_is_kept_off_stderr(
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever else reaches the process's stderr while rapidyaml parses is written back."""
+    import os
+
+    import ryml
+
+    def noisy(_buffer: bytes) -> None:
+        os.write(2, b"another thread's log line\n")
+        os.write(2, b"line=1 col=1 (3B): ERROR: [parse] parse error\n")
+        os.write(2, b"/project/cpp/src/c4/yml/parse_engine.def.hpp:1: (detected here)\n")
+        raise ValueError("parse error")
+    monkeypatch.setattr(ryml, "parse_in_arena", noisy)
+    assert plain_yaml("a: 1\n") is UNSURE
+    assert capfd.readouterr().err == "another thread's log line\n"
