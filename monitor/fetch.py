@@ -1,11 +1,11 @@
 """HTTP in and out: bytes + headers, bounded in time and size, nothing parsed here.
 
 One busy httpx.AsyncClient on its own connection pool collapses under many concurrent requests
-(httpx issue #3215) and spends about 2 ms of CPU per request here; the client therefore runs
-on an aiohttp transport (one long-lived client, connections reused). A global and a per-host
-semaphore keep 1,000 sources on 50 hosts from hammering any one of them. httpx has no overall
-deadline and no cap on decoded
-size; both are added here (a trickling server and a gzip bomb stop at the bound).
+(httpx issue #3215) and spends about 2 ms of CPU per request here; feeds and pages are
+therefore fetched on one long-lived aiohttp session (connections reused), and senders get an
+httpx client on such a session. A global and a per-host semaphore keep 1,000 sources on 50
+hosts from hammering any one of them. Neither client has an overall deadline or a cap on
+decoded size; both are added here (a trickling server and a gzip bomb stop at the bound).
 """
 
 from __future__ import annotations
@@ -197,23 +197,29 @@ class Fetcher:
             async with session.get(url, headers={"User-Agent": self.settings.user_agent,
                                                  **headers},
                                    allow_redirects=False, timeout=self._timeout) as response:
-                status, answer = response.status, response.headers
-                if status in _REDIRECTS and "location" in answer:
-                    return None, answer["location"]
-                _raise_for_status(status, response.reason or "", answer)
-                body = await self._read_capped(answer, response.content.iter_chunked(64 * 1024))
-                return _result(str(response.url), status, answer, body), None
+                return await self._answer(str(response.url), response.status,
+                                          response.reason or "", response.headers,
+                                          response.content.iter_chunked(64 * 1024))
 
     async def _through_httpx(self, url: str, headers: dict[str, str]
                              ) -> tuple[FetchResult | None, str | None]:
         assert self.client is not None
         async with self.client.stream("GET", url, headers=headers) as response:
-            status, answer = response.status_code, response.headers
-            if status in _REDIRECTS and "location" in answer:
-                return None, answer["location"]
-            _raise_for_status(status, response.reason_phrase, answer)
-            body = await self._read_capped(answer, response.aiter_raw())
-            return _result(str(response.url), status, answer, body), None
+            return await self._answer(str(response.url), response.status_code,
+                                      response.reason_phrase, response.headers,
+                                      response.aiter_raw())
+
+    async def _answer(self, url: str, status: int, reason: str, headers: Mapping[str, str],
+                      raw: AsyncIterator[bytes]) -> tuple[FetchResult | None, str | None]:
+        """(the result, None), or (None, where a redirect points): either client's answer."""
+        if status in _REDIRECTS and "location" in headers:
+            return None, headers["location"]
+        _raise_for_status(status, reason, headers)
+        body = await self._read_capped(headers, raw)
+        return FetchResult(url=url, status=status, body=body,
+                           content_type=headers.get("content-type", ""),
+                           etag=headers.get("etag"), last_modified=headers.get("last-modified"),
+                           not_modified=status == 304), None
 
     async def _read_capped(self, headers: Mapping[str, str], raw: AsyncIterator[bytes]
                            ) -> bytes:
@@ -228,11 +234,6 @@ class Fetcher:
             decoder.feed(chunk)
         return decoder.finish()
 
-
-def _result(url: str, status: int, headers: Mapping[str, str], body: bytes) -> FetchResult:
-    return FetchResult(url=url, status=status, body=body,
-                       content_type=headers.get("content-type", ""), etag=headers.get("etag"),
-                       last_modified=headers.get("last-modified"), not_modified=status == 304)
 
 
 class BoundedDecoder:

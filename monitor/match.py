@@ -299,12 +299,9 @@ class Engine:
 
     def _compile(self) -> None:
         term_ids: dict[TermDef, int] = {}
-        # Rules share their actors' term objects: know those by identity before hashing them
-        # (a frozen dataclass hashes every field, each time).
-        by_object: dict[int, int] = {}
         term_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
         for index, rule in enumerate(self.ruleset.rules):
-            compiled = self._compile_rule(rule, term_ids, by_object)
+            compiled = self._compile_rule(rule, term_ids)
             self._rules.append(compiled)
             groups = [(g, 1 << bit) for bit, g in enumerate(compiled.all)]
             any_bit = 1 << len(compiled.all)
@@ -358,21 +355,15 @@ class Engine:
             self.model = semantic.shared()
         return self.model
 
-    def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int],
-                      by_object: dict[int, int]) -> _Rule:
+    def _compile_rule(self, rule: RuleDef, term_ids: dict[TermDef, int]) -> _Rule:
         def term_id(term: TermDef) -> int:
-            tid = by_object.get(id(term))
-            if tid is None:
-                tid = term_ids.setdefault(term, len(self._terms))
-                if tid == len(self._terms):
-                    self._terms.append(term)
-                by_object[id(term)] = tid
+            tid = term_ids.setdefault(term, len(self._terms))
+            if tid == len(self._terms):
+                self._terms.append(term)
             return tid
 
         def group_of(group: Any) -> _Group:
-            tids = tuple([by_object.get(id(term), -1) for term in group.terms])
-            if -1 in tids:
-                tids = tuple([term_id(term) for term in group.terms])
+            tids = tuple([term_id(term) for term in group.terms])
             blockers = {term_id(term): tuple(term_id(u) for u in term.unless)
                         for term in group.terms if term.unless}
             return _Group(tids, group.min_mentions, blockers)

@@ -175,8 +175,8 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
     identities = [_identity(article) for article in articles]
     with ctx.store.session() as session:
         guids, urls = ctx.store.known_identities(session, source_id, identities)
-    fresh = {id(a) for a, (guid, url) in zip(articles, identities, strict=True)
-             if a.url and not ((guid and guid in guids) or (url and url in urls))}
+    fresh = {id(a) for a, identity in zip(articles, identities, strict=True)
+             if a.url and not _known(identity, guids, urls)}
 
     async def one(article: Article) -> Article:
         if id(article) not in fresh:
@@ -237,13 +237,14 @@ def _store_new(ctx: Context, session: Any, source_id: str, articles: list[Articl
     identities = [_identity(article) for article in articles]
     guids, urls = ctx.store.known_identities(session, source_id, identities)
     fresh: list[_Stored] = []
-    for article, (guid, url) in zip(articles, identities, strict=True):
-        if (guid and guid in guids) or (url and url in urls):
+    for article, identity in zip(articles, identities, strict=True):
+        if _known(identity, guids, urls):
             continue
+        guid, url = identity
         guids.update([guid] if guid else [])
         urls.update([url] if url else [])
         fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
-        fresh.append(_Stored(article, (guid, url), fingerprint,
+        fresh.append(_Stored(article, identity, fingerprint,
                              story.bands(fingerprint) if fingerprint else None))
     candidates = ctx.store.similar_many(session, [item.bands for item in fresh],
                                         now - timedelta(days=2))
@@ -258,6 +259,12 @@ def _store_new(ctx: Context, session: Any, source_id: str, articles: list[Articl
         item.story_id = item.joined or item.article_id
     _join_stories_within(ctx, session, stored)
     return stored
+
+
+def _known(identity: tuple[str | None, str | None], guids: set[str], urls: set[str]) -> bool:
+    """Whether an item is stored already, by its GUID (in this source) or canonical URL."""
+    guid, url = identity
+    return bool(guid and guid in guids) or bool(url and url in urls)
 
 
 def _earliest_story(candidates: list[tuple[int, str, int | None]], fingerprint: list[int]

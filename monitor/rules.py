@@ -604,20 +604,14 @@ def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
     def resolved(models: list[GroupModel]) -> tuple[GroupDef, ...]:
         out = []
         for group in models:
-            terms = [_keyword(k, known) for k in group.keywords]
-            unknown = []
-            for member in group.actors:
-                if member in actors:
-                    terms += actors[member]
-                elif member in groups:
-                    for actor_id in groups[member]:
-                        terms += actors[actor_id]
-                else:
-                    unknown.append(member)
+            unknown = [a for a in group.actors if a not in actors and a not in groups]
             if unknown:
                 problems.append(Problem(path, line, f"rule '{model.id}': unknown actor "
                                                     f"{', '.join(repr(u) for u in unknown)}"))
                 continue
+            terms = [_keyword(k, known) for k in group.keywords]
+            for actor_id in _expand(group.actors, groups):
+                terms += actors[actor_id]
             label = group.name or ", ".join(group.actors + [k.term or k.regex or ""
                                                             for k in group.keywords][:3])
             out.append(GroupDef(tuple(terms), group.min_mentions, label))

@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from monitor.errors import ConfigError
-from monitor.records import (DELIVERY_STATUSES, KEEP, DeliveryStatus, DeliveryUpdate,
+from monitor.records import (BANDS, DELIVERY_STATUSES, KEEP, DeliveryStatus, DeliveryUpdate,
                              FetchState, NewArticle, NewDelivery)
 from monitor.redact import masked_credentials, masked_passwords
 
@@ -330,9 +330,7 @@ class Store:
         with self.session() as session:
             return session.get(SourceRow, source_id)
 
-    # -- articles, matches, deliveries (used inside one per-feed transaction) --
-
-    # -- a whole feed at once: a few statements per feed, not a few per article --
+    # -- articles, matches, deliveries: a whole feed at once, inside its one transaction --
 
     @cached_property
     def _known_many(self) -> Any:
@@ -389,14 +387,15 @@ class Store:
     @cached_property
     def _similar_many(self) -> Any:
         """SIMILAR_BATCH articles' story candidates in one statement: per article and band,
-        the 20 most recent articles sharing it (the same index range as `_similar`), tagged
-        with the article's place. Unused places get NULL bands, which match nothing."""
+        the 20 most recent articles sharing it (one index range each: a story carried a
+        thousand times costs no more), tagged with the article's place. Unused places get
+        NULL bands, which match nothing."""
         table = ArticleRow.__table__  # type: ignore[attr-defined]
         columns = (table.c.id, table.c.minhash, table.c.story_id, table.c.fetched_at)
         parts = [select(literal(slot).label("slot"), *columns)
                  .where(table.c[f"band{band}"] == bindparam(f"b{slot}_{band}"))
                  .order_by(table.c.id.desc()).limit(20).subquery()
-                 for slot in range(SIMILAR_BATCH) for band in range(8)]
+                 for slot in range(SIMILAR_BATCH) for band in range(BANDS)]
         return union_all(*(select(part) for part in parts))
 
     @cached_property
@@ -407,7 +406,7 @@ class Store:
         return union_all(*(
             select(literal(band).label("band"), table.c[f"band{band}"].label("value"))
             .where(table.c[f"band{band}"].in_(bindparam(f"v{band}", expanding=True)))
-            .distinct() for band in range(8)))
+            .distinct() for band in range(BANDS)))
 
     def similar_many(self, session: Session, bands: Sequence[Sequence[int] | None],
                      since: datetime) -> list[list[tuple[int, str, int | None]]]:
@@ -415,9 +414,13 @@ class Store:
         articles since a time sharing a band with it, oldest first: per band, the 20 most
         recent. Two statements when any band is shared, one when none is."""
         out: list[list[tuple[int, str, int | None]]] = [[] for _ in bands]
+        if not any(bands):
+            return out
         present = {(row.band, row.value) for row in session.connection().execute(
             self._bands_present, {f"v{band}": sorted({b[band] for b in bands if b})
-                                  for band in range(8)})} if any(bands) else set()
+                                  for band in range(BANDS)})}
+        if not present:
+            return out
         shared = [[value if (band, value) in present else None for band, value in enumerate(b)]
                   if b else None for b in bands]
         for first in range(0, len(bands), SIMILAR_BATCH):
@@ -426,7 +429,7 @@ class Store:
                 continue
             params = {f"b{slot}_{band}": chunk[slot][band]  # type: ignore[index]
                       if slot < len(chunk) and chunk[slot] else None
-                      for slot in range(SIMILAR_BATCH) for band in range(8)}
+                      for slot in range(SIMILAR_BATCH) for band in range(BANDS)}
             found: dict[int, set[tuple[int, str, int | None]]] = defaultdict(set)
             for row in session.connection().execute(self._similar_many, params):
                 if row.fetched_at is not None and row.fetched_at >= since:
@@ -458,9 +461,12 @@ class Store:
     def queue_deliveries(self, session: Session, deliveries: Sequence[NewDelivery]) -> None:
         """A feed's outbox rows in one statement (the unique index still settles a race)."""
         if deliveries:
-            table = DeliveryRow.__table__  # type: ignore[attr-defined]
-            session.connection().execute(self.insert(table).on_conflict_do_nothing(),
+            session.connection().execute(self._insert_deliveries,
                                          [delivery.values() for delivery in deliveries])
+
+    @cached_property
+    def _insert_deliveries(self) -> Any:
+        return self.insert(DeliveryRow.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
     def queue_delivery(self, session: Session, delivery: NewDelivery) -> bool:
         """Add one outbox row; False when this rule x story x subscriber was already queued."""
