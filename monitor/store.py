@@ -17,9 +17,9 @@ from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import (BigInteger, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint,
-                        and_, bindparam, case, delete, event, func, literal, or_, union_all,
-                        update)
+from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, String, Text, TypeDecorator,
+                        UniqueConstraint, and_, any_, bindparam, case, delete, event, func,
+                        literal, or_, union_all, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -234,6 +234,14 @@ class Store:
     # Statements on the hot path are built once, on the Core tables, and executed with plain
     # parameters: building an ORM insert per row costs more than SQLite takes to run it.
 
+    def _among(self, column: Any, name: str, kind: Any) -> Any:
+        """`column` is one of the list bound as `name`. PostgreSQL gets one array parameter
+        (an IN list of 160 parameters cost more to render and plan than to run there); SQLite
+        has no arrays and takes an IN list."""
+        if self.dialect == "postgresql":
+            return column == any_(bindparam(name, type_=postgresql.ARRAY(kind)))
+        return column.in_(bindparam(name, expanding=True))
+
     @cached_property
     def _insert_match(self) -> Any:
         return self.insert(MatchRow.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
@@ -338,8 +346,8 @@ class Store:
         # One OR of two index lookups (both backends use both unique indexes for it).
         return select(table.c.source_id, table.c.guid, table.c.canonical_url).where(or_(
             and_(table.c.source_id == bindparam("source"),
-                 table.c.guid.in_(bindparam("guids", expanding=True))),
-            table.c.canonical_url.in_(bindparam("urls", expanding=True))))
+                 self._among(table.c.guid, "guids", String)),
+            self._among(table.c.canonical_url, "urls", String)))
 
     def known_identities(self, session: Session, source_id: str,
                          identities: Sequence[tuple[str | None, str | None]]
@@ -405,7 +413,7 @@ class Store:
         table = ArticleRow.__table__  # type: ignore[attr-defined]
         return union_all(*(
             select(literal(band).label("band"), table.c[f"band{band}"].label("value"))
-            .where(table.c[f"band{band}"].in_(bindparam(f"v{band}", expanding=True)))
+            .where(self._among(table.c[f"band{band}"], f"v{band}", BigInteger))
             .distinct() for band in range(BANDS)))
 
     def similar_many(self, session: Session, bands: Sequence[Sequence[int] | None],
@@ -448,7 +456,7 @@ class Store:
     def _queued(self) -> Any:
         table = DeliveryRow.__table__  # type: ignore[attr-defined]
         return select(table.c.rule_id, table.c.story_id, table.c.subscriber).where(
-            table.c.story_id.in_(bindparam("stories", expanding=True)))
+            self._among(table.c.story_id, "stories", Integer))
 
     def queued_keys(self, session: Session, story_ids: Sequence[int]
                     ) -> set[tuple[str, int, str]]:
