@@ -308,7 +308,9 @@ class Engine:
 
     def _compile(self) -> None:
         term_ids: dict[TermDef, int] = {}
-        term_bits: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
+        # Per term, the rules it reaches and the group bits it sets in each (merged: a term
+        # in two groups of a rule is one update).
+        term_bits: defaultdict[int, dict[int, int]] = defaultdict(dict)
         for index, rule in enumerate(self.ruleset.rules):
             compiled = self._compile_rule(rule, term_ids)
             self._rules.append(compiled)
@@ -317,11 +319,12 @@ class Engine:
             groups += [(g, any_bit) for g in compiled.any]
             for group, bit in groups:
                 for tid in group.terms:
-                    term_bits[tid].add((index, bit))
+                    reached = term_bits[tid]
+                    reached[index] = reached.get(index, 0) | bit
             compiled.full = (1 << len(compiled.all)) - 1 | (any_bit if compiled.any else 0)
             if compiled.always:
                 self._always.append(index)
-        self._term_bits = [tuple(sorted(term_bits[t])) for t in range(len(self._terms))]
+        self._term_bits = [tuple(sorted(term_bits[t].items())) for t in range(len(self._terms))]
         self._full = [rule.full for rule in self._rules]
         self._dated = [tid for tid, term in enumerate(self._terms) if term.during is not None]
         self._compile_semantic()
@@ -473,9 +476,10 @@ class Engine:
         """Rules every one of whose groups was hit somewhere (plus rules with regex terms)."""
         state: dict[int, int] = {}
         seen = state.get
+        term_bits = self._term_bits
         for tid in hits:
-            for rule_index, bit in self._term_bits[tid]:
-                state[rule_index] = seen(rule_index, 0) | bit
+            for rule_index, bits in term_bits[tid]:
+                state[rule_index] = seen(rule_index, 0) | bits
         full = self._full
         found = [i for i, got in state.items() if got == full[i]]
         if self._always:
