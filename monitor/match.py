@@ -244,7 +244,6 @@ class _Rule:
     any: list[_Group]
     none: list[_Group]
     always: bool = False          # has regex terms: a candidate for every article
-    full: int = 0                 # bit mask with one bit per 'all' group, plus one for 'any'
     prefilter: list[_Group] = field(default_factory=list)   # semantic rules only
     examples: Any = None          # the semantic examples' vectors (rows), when the model is here
 
@@ -277,18 +276,21 @@ class _Automaton(NamedTuple):
 class Engine:
     """Rules compiled once; `match(article)` answers which rules match and why.
 
-    The index from terms to rules records, per term, which group bit of which rule it
-    satisfies; a rule is evaluated only when every one of its groups has been hit.
+    The index from terms to rules records, per term and group place, the rules whose group
+    in that place holds the term; a rule is evaluated only when every one of its groups has
+    been hit.
     """
 
     ruleset: RuleSet
     _terms: list[TermDef] = field(default_factory=list)
     _rules: list[_Rule] = field(default_factory=list)
-    _term_bits: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
+    # Per term: (group place, the rules whose group in that place holds the term). A rule's
+    # 'all' groups take places 0, 1, ...; its 'any' groups share the next place.
+    _term_places: list[tuple[tuple[int, frozenset[int]], ...]] = field(default_factory=list)
+    _by_width: list[frozenset[int]] = field(default_factory=list)   # places -> rules
     _regexes: list[tuple[int, Any]] = field(default_factory=list)
     timed_out: dict[int, int] = field(default_factory=dict)   # term id -> timeouts so far
     _always: list[int] = field(default_factory=list)
-    _full: list[int] = field(default_factory=list)
     # Meaning-level matching: use the model when rules ask for it (False: keywords only).
     semantic: bool = True
     model: Any = None
@@ -308,24 +310,25 @@ class Engine:
 
     def _compile(self) -> None:
         term_ids: dict[TermDef, int] = {}
-        # Per term, the rules it reaches and the group bits it sets in each (merged: a term
-        # in two groups of a rule is one update).
-        term_bits: defaultdict[int, dict[int, int]] = defaultdict(dict)
+        places: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+        by_width: defaultdict[int, set[int]] = defaultdict(set)
         for index, rule in enumerate(self.ruleset.rules):
             compiled = self._compile_rule(rule, term_ids)
             self._rules.append(compiled)
-            groups = [(g, 1 << bit) for bit, g in enumerate(compiled.all)]
-            any_bit = 1 << len(compiled.all)
-            groups += [(g, any_bit) for g in compiled.any]
-            for group, bit in groups:
+            groups = list(enumerate(compiled.all))
+            groups += [(len(compiled.all), g) for g in compiled.any]
+            for place, group in groups:
                 for tid in group.terms:
-                    reached = term_bits[tid]
-                    reached[index] = reached.get(index, 0) | bit
-            compiled.full = (1 << len(compiled.all)) - 1 | (any_bit if compiled.any else 0)
+                    places[(tid, place)].add(index)
+            by_width[len(compiled.all) + (1 if compiled.any else 0)].add(index)
             if compiled.always:
                 self._always.append(index)
-        self._term_bits = [tuple(sorted(term_bits[t].items())) for t in range(len(self._terms))]
-        self._full = [rule.full for rule in self._rules]
+        of_term: defaultdict[int, list[tuple[int, frozenset[int]]]] = defaultdict(list)
+        for (tid, place), rules in sorted(places.items()):
+            of_term[tid].append((place, frozenset(rules)))
+        self._term_places = [tuple(of_term[tid]) for tid in range(len(self._terms))]
+        width = max(by_width, default=0)
+        self._by_width = [frozenset(by_width[n]) for n in range(width + 1)]
         self._dated = [tid for tid, term in enumerate(self._terms) if term.during is not None]
         self._compile_semantic()
         self._exact, self._plain = self._build_automata()
@@ -473,17 +476,22 @@ class Engine:
     # -- evaluating --
 
     def candidates(self, hits: dict[int, list[_RawHit]]) -> list[int]:
-        """Rules every one of whose groups was hit somewhere (plus rules with regex terms)."""
-        state: dict[int, int] = {}
-        seen = state.get
-        term_bits = self._term_bits
+        """Rules every one of whose groups was hit somewhere (plus rules with regex terms).
+
+        Set algebra in C rather than a Python step per (term, rule): the rules reached in each
+        group place, then those reached in places 0..n-1 among the rules with n places."""
+        reached: list[set[int]] = [set() for _ in self._by_width]
+        term_places = self._term_places
         for tid in hits:
-            for rule_index, bits in term_bits[tid]:
-                state[rule_index] = seen(rule_index, 0) | bits
-        full = self._full
-        found = [i for i, got in state.items() if got == full[i]]
-        if self._always:
-            return sorted(set(found).union(self._always))
+            for place, rules in term_places[tid]:
+                reached[place] |= rules
+        found: set[int] = set(self._always)
+        common: set[int] | None = None
+        for width in range(1, len(self._by_width)):
+            common = reached[0] if common is None else common & reached[width - 1]
+            if not common:
+                break
+            found |= common & self._by_width[width]
         return sorted(found)
 
     def semantic_candidates(self, hits: dict[int, list[_RawHit]]) -> list[int]:
