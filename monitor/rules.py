@@ -15,9 +15,9 @@ from re import _parser as sre_parse  # type: ignore[attr-defined]
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
                       field_validator, model_validator)
 
 from monitor.errors import Problem
@@ -117,20 +117,12 @@ class TermModel(_Strict):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _shorthand(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
-        """"word", "word*" (a prefix) or a mapping. The fast read passes a cache in the
-        context: a word written by many rules is validated once and its model shared."""
+    def _shorthand(cls, value: Any, handler: Any) -> Any:
+        """"word", "word*" (a prefix) or a mapping."""
         if not isinstance(value, str):
             return handler(value)._one_kind()
-        cache = info.context.get("terms") if isinstance(info.context, dict) else None
-        if cache is not None and value in cache:
-            return cache[value]
-        shorthand = {"term": value[:-1], "prefix": True} \
-            if value.endswith("*") and len(value) > 1 else {"term": value}
-        model = handler(shorthand)
-        if cache is not None:
-            cache[value] = model
-        return model
+        text, prefix = shorthand(value)
+        return handler({"term": text, "prefix": prefix})
 
     def _one_kind(self) -> TermModel:
         if (self.term is None) == (self.regex is None):
@@ -145,6 +137,25 @@ class TermModel(_Strict):
         assert self.term is not None
         return TermDef(self.term.strip(), "prefix" if self.prefix else "word",
                        self.case_sensitive, self.inflect, self.fold_diacritics, actor)
+
+
+def shorthand(value: str) -> tuple[str, bool]:
+    """A term written as a string: "word", or "word*" for a prefix. (text, prefix)"""
+    if value.endswith("*") and len(value) > 1:
+        return value[:-1], True
+    return value, False
+
+
+def term_def(value: str | TermModel, actor: str | None = None) -> TermDef:
+    """The TermDef of a term as validated: a model, or (the fast read) a shorthand string."""
+    if isinstance(value, TermModel):
+        return value.resolve(actor)
+    text, prefix = shorthand(value)
+    return TermDef(text.strip(), "prefix" if prefix else "word", actor=actor)
+
+
+def term_label(value: str | TermModel) -> str:
+    return shorthand(value)[0] if isinstance(value, str) else value.term or value.regex or ""
 
 
 class DuringModel(_Strict):
@@ -182,7 +193,7 @@ class ActorModel(_Strict):
     implied_by: ImpliedModel | None = None
 
     def terms(self) -> tuple[TermDef, ...]:
-        named = tuple(alias.resolve(self.id) for alias in self.aliases)
+        named = tuple(term_def(alias, self.id) for alias in self.aliases)
         if self.implied_by is None:
             return named
         unless = tuple(term.resolve() for term in self.implied_by.unless)
@@ -261,6 +272,38 @@ class RuleFileModel(_Strict):
     actors: list[ActorModel] = Field(default_factory=list)
     actor_groups: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[RuleModel] = Field(default_factory=list)
+
+
+# The fast read's schema: the same, except that a term written as a string stays one. It is
+# checked in pydantic's core (a non-empty string: exactly what the shorthand accepts) instead
+# of a Python validator per term; the resolve turns it into a TermDef. A file it refuses is
+# read again with the schema above, whose messages are the ones reported.
+_Word = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _FastGroup(GroupModel):
+    keywords: list[_Word | TermModel] = Field(  # type: ignore[assignment]
+        default_factory=list)
+
+
+class _FastActor(ActorModel):
+    aliases: list[_Word | TermModel] = Field(min_length=1)  # type: ignore[assignment]
+
+
+class _FastSemantic(SemanticModel):
+    prefilter: list[_FastGroup] = Field(default_factory=list)  # type: ignore[assignment]
+
+
+class _FastRule(RuleModel):
+    all: list[_FastGroup] = Field(default_factory=list)  # type: ignore[assignment]
+    any: list[_FastGroup] = Field(default_factory=list)  # type: ignore[assignment]
+    none: list[_FastGroup] = Field(default_factory=list)  # type: ignore[assignment]
+    semantic: _FastSemantic | None = None
+
+
+class _FastFile(RuleFileModel):
+    actors: list[_FastActor] = Field(default_factory=list)  # type: ignore[assignment]
+    rules: list[_FastRule] = Field(default_factory=list)  # type: ignore[assignment]
 
 
 # --- regex safety -----------------------------------------------------------------------------
@@ -424,7 +467,7 @@ def _read_fast(text: str, path: str) -> RuleFile | None:
     if not isinstance(data, dict):
         return None
     try:
-        model = RuleFileModel.model_validate(data, context={"terms": {}})
+        model = _FastFile.model_validate(data)
     except ValidationError:
         return None
     lines: dict[tuple[str, int], int] = {}
@@ -539,7 +582,7 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     rules: list[RuleDef] = []
     seen: dict[str, str] = {}
     aliases = {actor_id: actor.terms() for actor_id, actor in actors.items()}
-    known: dict[int, TermDef] = {}
+    known: dict[Any, TermDef] = {}
     for rule_file in files:
         for index, model in enumerate(rule_file.model.rules):
             where = _locate(rule_file, "rules", index)
@@ -587,21 +630,25 @@ def _expand(members: list[str], groups: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def _keyword(model: TermModel, known: dict[int, TermDef]) -> TermDef:
+def _keyword(value: str | TermModel, known: dict[Any, TermDef]) -> TermDef:
     """The keyword's TermDef: one object for every rule that writes the same word (the fast
-    read validates a word once and shares its model; the models outlive this resolve)."""
-    term = known.get(id(model))
+    read leaves a one-word term a string; a model is told apart by its identity, and the
+    models outlive this resolve)."""
+    key = value if isinstance(value, str) else id(value)
+    term = known.get(key)
     if term is None:
-        term = known[id(model)] = model.resolve()
+        term = known[key] = term_def(value)
     return term
 
 
 def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
                   groups: dict[str, list[str]], path: str, line: int,
-                  known: dict[int, TermDef]) -> tuple[RuleDef | None, list[Problem]]:
+                  known: dict[Any, TermDef]) -> tuple[RuleDef | None, list[Problem]]:
     problems: list[Problem] = []
 
     def resolved(models: list[GroupModel]) -> tuple[GroupDef, ...]:
+        if not models:
+            return ()
         out = []
         for group in models:
             unknown = [a for a in group.actors if a not in actors and a not in groups]
@@ -609,11 +656,16 @@ def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
                 problems.append(Problem(path, line, f"rule '{model.id}': unknown actor "
                                                     f"{', '.join(repr(u) for u in unknown)}"))
                 continue
-            terms = [_keyword(k, known) for k in group.keywords]
-            for actor_id in _expand(group.actors, groups):
-                terms += actors[actor_id]
-            label = group.name or ", ".join(group.actors + [k.term or k.regex or ""
-                                                            for k in group.keywords][:3])
+            terms = [known.get(k) or _keyword(k, known) if isinstance(k, str)
+                     else _keyword(k, known) for k in group.keywords]
+            for actor_id in group.actors:
+                if actor_id in actors:
+                    terms += actors[actor_id]
+                else:
+                    for member in groups[actor_id]:
+                        terms += actors[member]
+            label = group.name or ", ".join(
+                group.actors + [term_label(k) for k in group.keywords[:3]])
             out.append(GroupDef(tuple(terms), group.min_mentions, label))
         return tuple(out)
 
