@@ -35,6 +35,12 @@ CASES = [
     ("YAML syntax", "rules:\n  - id: a\n    title: [unclosed\n", 4, "YAML syntax"),
     ("duplicate actor id", "actors:\n  - id: hamas\n    aliases: [H]\n", 2,
      "duplicate actor id 'hamas'"),
+    # Terms the fast read refuses are reported by the full schema, as before it existed.
+    ("empty keyword", "rules:\n  - id: a\n    title: t\n    all:\n"
+     "      - keywords: [truce, '']\n", 5,
+     "rules.0.all.0.keywords.1.term: String should have at least 1 character"),
+    ("number as alias", "actors:\n  - id: g7\n    aliases: [G7, 7]\n", 3,
+     "actors.0.aliases.1: Input should be a valid dictionary or instance of TermModel"),
 ]
 
 
