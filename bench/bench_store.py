@@ -4,9 +4,10 @@ Each "feed" of 20 articles goes through the same save path as a fetched feed (on
 per feed: dedupe, story grouping, match, and with --subscriber an outbox row per match for one
 webhook subscriber) into SQLite and PostgreSQL. The shipped rules run keyword-only (the
 semantic model's cost is matching's, measured by bench_match.py). Reports articles/s, database
-size and peak RSS, with RSS sampled
-as the tables grow (it must stay flat: nothing loads a whole table), and the rate of a second
-pass where every item is a duplicate. Run: .venv/bin/python bench/bench_store.py [--pg URL]
+size and peak RSS, with RSS sampled as the tables grow (it must stay flat: nothing loads a
+whole table), and the rate of a second pass where every item is a duplicate (those feeds'
+fetch states are written a claim batch at a time, as in a daemon cycle).
+Run: .venv/bin/python bench/bench_store.py [--pg URL]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from monitor.config import Settings, SourceSpec, SubscriberSpec
 from monitor.match import Engine
 from monitor.models import Article, FetchResult
 from monitor.context import Context, Rules
-from monitor.pipeline import save
+from monitor.pipeline import record_quiet, save
 from monitor.rules import load_rules
 from monitor.store import SourceRow, open_store
 
@@ -87,10 +88,14 @@ def run(url: str, feeds: int, subscriber: bool = False) -> dict[str, object]:
             window = 0.0
     # A second pass over the first feeds: everything is a duplicate, found by index.
     rng = random.Random(1)
-    again = [articles(n, rng) for n in range(min(200, feeds))]
+    # Their fetch states are written a claim batch at a time, as run_cycle does.
+    again = [(SourceRow(id=f"s{n}", url=""), articles(n, rng)) for n in range(min(200, feeds))]
+    claimed = 4 * ctx.settings.fetch.concurrency
     dup_started = time.perf_counter()
-    for n, batch in enumerate(again):
-        save(ctx, SourceRow(id=f"s{n}", url=""), specs[f"s{n}"], batch, result)
+    for first in range(0, len(again), claimed):
+        chunk = again[first:first + claimed]
+        outcomes = [save(ctx, row, specs[row.id], batch, result) for row, batch in chunk]
+        record_quiet(ctx, outcomes, {row.id: row for row, _ in chunk})
     dup_rate = len(again) * 20 / (time.perf_counter() - dup_started)
     with store.session() as session:
         matched, queued = (session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()

@@ -96,7 +96,7 @@ async def run_cycle(ctx: Context, only_due: bool = True) -> CycleReport:
             break
         done += [row.id for row in rows]
         outcomes = await asyncio.gather(*(refresh_source(ctx, row) for row in rows))
-        _record_unchanged(ctx, outcomes, {row.id: row for row in rows})
+        record_quiet(ctx, outcomes, {row.id: row for row in rows})
         report.sources += outcomes
     report.sent, report.failed = await deliver.send_due(ctx)
     return report
@@ -173,8 +173,8 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
     Pages of articles already stored are not fetched again (their text is already matched).
     """
     identities = [_identity(article) for article in articles]
-    with ctx.store.session() as session:
-        guids, urls = ctx.store.known_identities(session, source_id, identities)
+    with ctx.store.reading() as connection:
+        guids, urls = ctx.store.known_identities(connection, source_id, identities)
     fresh = {id(a) for a, identity in zip(articles, identities, strict=True)
              if a.url and not _known(identity, guids, urls)}
 
@@ -197,13 +197,26 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
 
 def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article],
          result: FetchResult) -> SourceOutcome:
-    """One transaction per fetched feed, and a few statements per feed rather than per
-    article: which items are new, their stories, the articles, their matches, the outbox rows
-    and the fetch state."""
+    """One transaction per fetched feed with new items, and a few statements per feed rather
+    than per article: their stories, the articles, their matches, the outbox rows and the
+    fetch state.
+
+    Which items are new is read first, outside the write transaction. A feed with none (the
+    common case: a changed feed repeats the items of the last poll) writes nothing here: its
+    fetch state is written with the other quiet sources' (`record_quiet`), as for a 304. An
+    item another writer stores between the read and the insert is left to it by the unique
+    indexes."""
     now = ctx.now()
+    identities = [_identity(article) for article in articles]
+    with ctx.store.reading() as connection:
+        guids, urls = ctx.store.known_identities(connection, row.id, identities)
+    if all(_known(identity, guids, urls) for identity in identities):
+        log.debug("source %s: %d item(s), none new [%s]", row.id, len(articles), ctx.owner)
+        return SourceOutcome(row.id, True, duplicates=len(articles),
+                             state=_success_state(ctx, row, result, len(articles), 0))
     outcome = SourceOutcome(row.id, True)
     with ctx.store.session() as session:
-        stored = _store_new(ctx, session, row.id, articles, now)
+        stored = _store_new(ctx, session, row.id, articles, identities, guids, urls, now)
         outcome.new, outcome.duplicates = len(stored), len(articles) - len(stored)
         _match_and_queue(ctx, session, row.id, stored, now, outcome)
         ctx.store.record_fetch(session, row.id, _success_state(ctx, row, result,
@@ -231,11 +244,11 @@ class _Stored:
 
 
 def _store_new(ctx: Context, session: Any, source_id: str, articles: list[Article],
-               now: datetime) -> list[_Stored]:
-    """Store the feed's new articles (one lookup of what is known, one of their stories, one
-    insert) and answer them in feed order. An item repeated within the feed counts once."""
-    identities = [_identity(article) for article in articles]
-    guids, urls = ctx.store.known_identities(session, source_id, identities)
+               identities: list[tuple[str | None, str | None]], guids: set[str],
+               urls: set[str], now: datetime) -> list[_Stored]:
+    """Store the feed's new articles (those not among the known `guids` and `urls`: one
+    lookup of their stories, one insert) and answer them in feed order. An item repeated
+    within the feed counts once."""
     fresh: list[_Stored] = []
     for article, identity in zip(articles, identities, strict=True):
         if _known(identity, guids, urls):
@@ -411,18 +424,22 @@ def _success_state(ctx: Context, row: SourceRow, result: FetchResult, items: int
         next_due=now + timedelta(seconds=ctx.sources[row.id].interval), failure_alerted=False)
 
 
-def _record_unchanged(ctx: Context, outcomes: list[SourceOutcome],
-                      rows: dict[str, SourceRow]) -> None:
-    """The fetch state of every unchanged source, in one transaction (nothing else changed)."""
+def record_quiet(ctx: Context, outcomes: list[SourceOutcome],
+                 rows: dict[str, SourceRow]) -> None:
+    """The fetch state of every source that brought nothing new (unchanged, or only items
+    already stored), in one transaction: nothing else of theirs changed."""
     pending = [o for o in outcomes if o.state is not None]
     if not pending:
         return
     with ctx.store.session() as session:
         for outcome in pending:
-            assert outcome.state is not None
-            ctx.store.record_fetch(session, outcome.source_id, outcome.state)
-            ctx.store.log_fetch(session, outcome.source_id, outcome.state.last_attempt, True,
-                                outcome.state.http_status, not_modified=True)
+            state = outcome.state
+            assert state is not None
+            ctx.store.record_fetch(session, outcome.source_id, state)
+            ctx.store.log_fetch(session, outcome.source_id, state.last_attempt, True,
+                                state.http_status,
+                                0 if outcome.not_modified else state.items_seen,
+                                not_modified=outcome.not_modified)
             _tell_admin_recovered(ctx, session, rows[outcome.source_id])
 
 

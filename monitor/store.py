@@ -17,11 +17,11 @@ from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, String, Text, TypeDecorator,
-                        UniqueConstraint, and_, any_, bindparam, case, delete, event, func,
-                        literal, or_, union_all, update)
+from sqlalchemy import (JSON, BigInteger, Column, DateTime, Index, Integer, String, Text,
+                        TypeDecorator, UniqueConstraint, and_, any_, bindparam, case, delete,
+                        event, func, literal, literal_column, or_, union_all, update)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -214,7 +214,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read (Store.reading) takes no write lock: a deferred transaction.
+    read_only = connection.get_execution_options().get("read_only")
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @dataclass
@@ -235,12 +237,15 @@ class Store:
     # parameters: building an ORM insert per row costs more than SQLite takes to run it.
 
     def _among(self, column: Any, name: str, kind: Any) -> Any:
-        """`column` is one of the list bound as `name`. PostgreSQL gets one array parameter
-        (an IN list of 160 parameters cost more to render and plan than to run there); SQLite
-        has no arrays and takes an IN list."""
+        """`column` is one of the list bound as `name`, given as one parameter so the
+        statement's text never changes (an IN list of up to 160 parameters cost more to render
+        and plan than to run): a PostgreSQL array, or for SQLite, which has no arrays, a JSON
+        array read by json_each (each value still found through the column's index)."""
         if self.dialect == "postgresql":
             return column == any_(bindparam(name, type_=postgresql.ARRAY(kind)))
-        return column.in_(bindparam(name, expanding=True))
+        values = select(literal_column("value")).select_from(
+            func.json_each(bindparam(name, type_=JSON)))
+        return column.in_(values.scalar_subquery())
 
     @cached_property
     def _insert_match(self) -> Any:
@@ -257,6 +262,15 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read outside any write transaction: on SQLite without the write lock, on
+        PostgreSQL in autocommit (no BEGIN and COMMIT round trips around the query)."""
+        options = {"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" \
+            else {"read_only": True}
+        with self.engine.connect().execution_options(**options) as connection:
+            yield connection
 
     def ping(self) -> bool:
         try:
@@ -349,7 +363,7 @@ class Store:
                  self._among(table.c.guid, "guids", String)),
             self._among(table.c.canonical_url, "urls", String)))
 
-    def known_identities(self, session: Session, source_id: str,
+    def known_identities(self, db: Session | Connection, source_id: str,
                          identities: Sequence[tuple[str | None, str | None]]
                          ) -> tuple[set[str], set[str]]:
         """(GUIDs stored for this source, canonical URLs stored anywhere) among a feed's
@@ -360,7 +374,8 @@ class Store:
         urls: set[str] = set()
         if not params["guids"] and not params["urls"]:
             return guids, urls
-        for row in session.connection().execute(self._known_many, params):
+        connection = db.connection() if isinstance(db, Session) else db
+        for row in connection.execute(self._known_many, params).all():
             if row.guid is not None and row.source_id == source_id:
                 guids.add(row.guid)
             if row.canonical_url is not None:
@@ -426,7 +441,7 @@ class Store:
             return out
         present = {(row.band, row.value) for row in session.connection().execute(
             self._bands_present, {f"v{band}": sorted({b[band] for b in bands if b})
-                                  for band in range(BANDS)})}
+                                  for band in range(BANDS)}).all()}
         if not present:
             return out
         shared = [[value if (band, value) in present else None for band, value in enumerate(b)]
@@ -439,7 +454,7 @@ class Store:
                       if slot < len(chunk) and chunk[slot] else None
                       for slot in range(SIMILAR_BATCH) for band in range(BANDS)}
             found: dict[int, set[tuple[int, str, int | None]]] = defaultdict(set)
-            for row in session.connection().execute(self._similar_many, params):
+            for row in session.connection().execute(self._similar_many, params).all():
                 if row.fetched_at is not None and row.fetched_at >= since:
                     found[row.slot].add((row.id, row.minhash, row.story_id))
             for slot, rows in found.items():

@@ -13,7 +13,7 @@ from monitor.config import Settings, SourceSpec, SubscriberSpec
 from monitor.context import Context, Rules
 from monitor.match import Engine
 from monitor.models import Article, FetchResult
-from monitor.pipeline import save
+from monitor.pipeline import record_quiet, save
 from monitor.rules import load_rules
 from monitor.store import SIMILAR_BATCH, SourceRow, open_store
 
@@ -63,6 +63,24 @@ def test_new_duplicate_and_repeated_items_of_one_feed(database_url: str) -> None
                               guid="other"), item(3), item(3)]
     assert feed(ctx, again)[:2] == (1, 3)
     assert rows(ctx, "SELECT guid FROM articles ORDER BY id") == [("g1",), ("g2",), ("g3",)]
+
+
+def test_a_feed_with_nothing_new_is_recorded_with_the_quiet_sources(database_url: str
+                                                                    ) -> None:
+    ctx = context(database_url)
+    feed(ctx, [item(1), item(2)])
+    logged = "SELECT items, new, not_modified FROM fetch_log ORDER BY id"
+    assert rows(ctx, logged) == [(2, 2, False)]
+    row = ctx.store.source("wire")
+    assert row is not None
+    outcome = save(ctx, row, ctx.sources["wire"], [item(2), item(1)], RESULT)
+    assert (outcome.new, outcome.duplicates, outcome.state is not None) == (0, 2, True)
+    assert rows(ctx, logged) == [(2, 2, False)]          # nothing written yet
+    record_quiet(ctx, [outcome], {"wire": row})
+    assert rows(ctx, logged) == [(2, 2, False), (2, 0, False)]
+    after = ctx.store.source("wire")
+    assert after is not None and after.items_seen == 2 and after.articles_total == 2
+    assert after.next_due is not None and after.next_due > NOW
 
 
 def test_a_feed_longer_than_one_story_lookup(database_url: str) -> None:
