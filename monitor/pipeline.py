@@ -28,7 +28,7 @@ from monitor.notify.render import alert_dict
 from monitor.records import FetchState, NewArticle, NewDelivery
 from monitor.parse import canonical_url, clean_text, main_text, parse_feed, parse_listing
 from monitor.retry import source_delay
-from monitor.store import HISTORY_DAYS, SourceRow
+from monitor.store import HISTORY_DAYS, SourceRow, fetch_entry
 
 log = logging.getLogger("monitor.pipeline")
 _T = TypeVar("_T")
@@ -201,26 +201,32 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
     than per article: their stories, the articles, their matches, the outbox rows and the
     fetch state.
 
-    Which items are new is read first, outside the write transaction. A feed with none (the
-    common case: a changed feed repeats the items of the last poll) writes nothing here: its
-    fetch state is written with the other quiet sources' (`record_quiet`), as for a 304. An
-    item another writer stores between the read and the insert is left to it by the unique
-    indexes."""
+    Which items are new is read first, outside the write transaction, and not at all when
+    the feed lists exactly the items of the last poll (all stored by then: the source's
+    `items_hash`). A feed with nothing new (the common case: a changed body repeating the
+    last poll's items) writes nothing here: its fetch state is written with the other quiet
+    sources' (`record_quiet`), as for a 304. An item another writer stores between the read
+    and the insert is left to it by the unique indexes."""
     now = ctx.now()
     identities = [_identity(article) for article in articles]
-    with ctx.store.reading() as connection:
-        guids, urls = ctx.store.known_identities(connection, row.id, identities)
-    if all(_known(identity, guids, urls) for identity in identities):
+    digest = items_digest(identities)
+    guids: set[str] = set()
+    urls: set[str] = set()
+    if digest != row.items_hash:      # the same items as the last poll: all stored already
+        with ctx.store.reading() as connection:
+            guids, urls = ctx.store.known_identities(connection, row.id, identities)
+    if digest == row.items_hash or all(_known(i, guids, urls) for i in identities):
         log.debug("source %s: %d item(s), none new [%s]", row.id, len(articles), ctx.owner)
+        state = _success_state(ctx, row, result, len(articles), 0)
         return SourceOutcome(row.id, True, duplicates=len(articles),
-                             state=_success_state(ctx, row, result, len(articles), 0))
+                             state=replace(state, items_hash=digest))
     outcome = SourceOutcome(row.id, True)
     with ctx.store.session() as session:
         stored = _store_new(ctx, session, row.id, articles, identities, guids, urls, now)
         outcome.new, outcome.duplicates = len(stored), len(articles) - len(stored)
         _match_and_queue(ctx, session, row.id, stored, now, outcome)
-        ctx.store.record_fetch(session, row.id, _success_state(ctx, row, result,
-                                                                 len(articles), outcome.new))
+        state = _success_state(ctx, row, result, len(articles), outcome.new)
+        ctx.store.record_fetch(session, row.id, replace(state, items_hash=digest))
         ctx.store.log_fetch(session, row.id, now, True, result.status, len(articles),
                             outcome.new)
         _tell_admin_recovered(ctx, session, row)
@@ -272,6 +278,13 @@ def _store_new(ctx: Context, session: Any, source_id: str, articles: list[Articl
         item.story_id = item.joined or item.article_id
     _join_stories_within(ctx, session, stored)
     return stored
+
+
+def items_digest(identities: list[tuple[str | None, str | None]]) -> str:
+    """The feed's item identities, order aside (each part length-prefixed: unambiguous)."""
+    parts = sorted(f"{len(guid or '')}:{guid or ''}{len(url or '')}:{url or ''}"
+                   for guid, url in identities)
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def _known(identity: tuple[str | None, str | None], guids: set[str], urls: set[str]) -> bool:
@@ -431,15 +444,15 @@ def record_quiet(ctx: Context, outcomes: list[SourceOutcome],
     pending = [o for o in outcomes if o.state is not None]
     if not pending:
         return
+    states = [(o.source_id, o.state) for o in pending if o.state is not None]
     with ctx.store.session() as session:
+        ctx.store.record_fetches(session, states)
+        ctx.store.log_fetches(session, [
+            fetch_entry(source_id, state.last_attempt, True, state.http_status,
+                        0 if outcome.not_modified else state.items_seen,
+                        not_modified=outcome.not_modified)
+            for outcome, (source_id, state) in zip(pending, states, strict=True)])
         for outcome in pending:
-            state = outcome.state
-            assert state is not None
-            ctx.store.record_fetch(session, outcome.source_id, state)
-            ctx.store.log_fetch(session, outcome.source_id, state.last_attempt, True,
-                                state.http_status,
-                                0 if outcome.not_modified else state.items_seen,
-                                not_modified=outcome.not_modified)
             _tell_admin_recovered(ctx, session, rows[outcome.source_id])
 
 

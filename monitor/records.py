@@ -104,6 +104,7 @@ class FetchState:
     etag: str | None | Any = KEEP
     last_modified: str | None | Any = KEEP
     content_hash: str | None | Any = KEEP
+    items_hash: str | None | Any = KEEP
     next_due: datetime | None | Any = KEEP
     disabled: bool | Any = KEEP
     failure_alerted: bool | Any = KEEP

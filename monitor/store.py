@@ -73,6 +73,9 @@ class SourceRow(SQLModel, table=True):
     etag: str | None = None
     last_modified: str | None = None
     content_hash: str | None = None             # of the last body: an unchanged 200 is a 304
+    # Of the last poll's item identities, every one of them stored by then: a feed listing
+    # the same items again (a new body, nothing new) needs no lookup.
+    items_hash: str | None = None
     last_attempt: datetime | None = _time()
     last_success: datetime | None = _time()
     consecutive_failures: int = 0
@@ -219,6 +222,14 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def fetch_entry(source_id: str, at: datetime, ok: bool, http_status: int | None,
+                items: int = 0, new: int = 0, error: str | None = None,
+                not_modified: bool = False) -> dict[str, Any]:
+    """One row of the fetch history."""
+    return dict(source_id=source_id, at=at, ok=ok, http_status=http_status, items=items,
+                new=new, error=error, not_modified=not_modified)
+
+
 @dataclass
 class Store:
     """Queries over one database. Build it with `open_store`; pass it in, never import it."""
@@ -243,7 +254,7 @@ class Store:
         array read by json_each (each value still found through the column's index)."""
         if self.dialect == "postgresql":
             return column == any_(bindparam(name, type_=postgresql.ARRAY(kind)))
-        values = select(literal_column("value")).select_from(
+        values: Any = select(literal_column("value")).select_from(
             func.json_each(bindparam(name, type_=JSON)))
         return column.in_(values.scalar_subquery())
 
@@ -296,7 +307,7 @@ class Store:
                 fresh = {name: case((moved, value), else_=table.c[name]) for name, value in (
                     ("disabled", False), ("consecutive_failures", 0), ("next_due", now),
                     ("last_error", None), ("etag", None), ("last_modified", None),
-                    ("content_hash", None))}
+                    ("content_hash", None), ("items_hash", None))}
                 statement = statement.on_conflict_do_update(
                     index_elements=["id"],
                     set_=dict(fresh, url=spec.url, kind=spec.kind, interval=spec.interval))
@@ -511,9 +522,17 @@ class Store:
             return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
 
     def record_fetch(self, session: Session, source_id: str, state: FetchState) -> None:
-        values = {"lease_owner": None, "lease_until": None, **state.values()}
-        session.connection().execute(self._fetch_update(tuple(sorted(values))),
-                                     {"source_key": source_id, **values})
+        self.record_fetches(session, [(source_id, state)])
+
+    def record_fetches(self, session: Session, states: Sequence[tuple[str, FetchState]]
+                       ) -> None:
+        """Sources' fetch states, one executemany per set of written columns."""
+        by_columns: defaultdict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for source_id, state in states:
+            values = {"lease_owner": None, "lease_until": None, **state.values()}
+            by_columns[tuple(sorted(values))].append({"source_key": source_id, **values})
+        for columns, rows in by_columns.items():
+            session.connection().execute(self._fetch_update(columns), rows)
 
     def _fetch_update(self, columns: tuple[str, ...]) -> Any:
         """The sources update for one set of written columns, built (and compiled) once."""
@@ -561,9 +580,13 @@ class Store:
     def log_fetch(self, session: Session, source_id: str, now: datetime, ok: bool,
                   http_status: int | None, items: int = 0, new: int = 0,
                   error: str | None = None, not_modified: bool = False) -> None:
-        session.connection().execute(self._insert_fetch_log, dict(
-            source_id=source_id, at=now, ok=ok, http_status=http_status, items=items, new=new,
-            error=error, not_modified=not_modified))
+        self.log_fetches(session, [fetch_entry(source_id, now, ok, http_status, items, new,
+                                               error, not_modified)])
+
+    def log_fetches(self, session: Session, entries: Sequence[dict[str, Any]]) -> None:
+        """Fetch history rows (`fetch_entry`), in one statement."""
+        if entries:
+            session.connection().execute(self._insert_fetch_log, list(entries))
 
     @cached_property
     def _insert_fetch_log(self) -> Any:

@@ -83,6 +83,23 @@ def test_a_feed_with_nothing_new_is_recorded_with_the_quiet_sources(database_url
     assert after.next_due is not None and after.next_due > NOW
 
 
+def test_the_last_polls_items_again_need_no_lookup(database_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = context(database_url)
+    feed(ctx, [item(1), item(2)])
+    looked_up = []
+    reading = ctx.store.reading
+
+    def counted() -> object:
+        looked_up.append(1)
+        return reading()
+    monkeypatch.setattr(ctx.store, "reading", counted)
+    assert feed(ctx, [item(2), item(1)])[:2] == (0, 2)     # the same items, another order
+    assert looked_up == []
+    assert feed(ctx, [item(1), item(3)])[:2] == (1, 1)     # one new: looked up
+    assert looked_up == [1]
+
+
 def test_a_feed_longer_than_one_story_lookup(database_url: str) -> None:
     ctx = context(database_url)
     articles = [item(n, body=f"Report {n} on the harbour works: " + " ".join(

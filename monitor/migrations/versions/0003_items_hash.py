@@ -1,0 +1,25 @@
+"""sources.items_hash: the last poll's item identities, so a repeat needs no lookup
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0003'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('sources') as batch_op:
+        batch_op.add_column(sa.Column('items_hash', sa.String(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('sources') as batch_op:
+        batch_op.drop_column('items_hash')
