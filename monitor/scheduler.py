@@ -93,7 +93,11 @@ class Daemon:
             except asyncio.TimeoutError:
                 log.error("job %s passed its %.0f s deadline and was stopped", name, deadline)
             except asyncio.CancelledError:
-                raise
+                if not self.stopping.is_set():
+                    raise
+                # Cut short by the stop, at an await point between transactions: an expected
+                # end, not a failure to report with a traceback.
+                log.warning("job %s stopped before it finished", name)
             except Exception:  # the scheduler must outlive any one job
                 log.exception("job %s failed", name)
             finally:
@@ -132,8 +136,11 @@ class Daemon:
                  len(self.ctx.subscribers))
         await self.stopping.wait()
         log.info("stopping: waiting for the running cycle to reach a safe point")
-        self.scheduler.shutdown(wait=False)
+        # Paused first, shut down after the drain: the scheduler's shutdown cancels the jobs
+        # still running, which must first get their moment to finish.
+        self.scheduler.pause()
         await self._drain()
+        self.scheduler.shutdown(wait=False)
         log.info("stopped")
 
     async def _drain(self) -> None:
