@@ -208,3 +208,37 @@ def test_sources_and_subscribers_reload_without_a_restart(daemon_dir: Workdir, f
     finally:
         stuck.close()
         newbie.close()
+
+
+def test_a_job_running_at_the_stop_finishes_without_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The scheduler is paused and the running job drained before the scheduler's shutdown,
+    which would cancel it (APScheduler then logs the cancellation as a failure)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from monitor.config import Settings
+    from monitor.scheduler import Daemon as Scheduled
+    finished = []
+
+    async def slow_reload() -> None:
+        await asyncio.sleep(0.5)
+        finished.append(True)
+
+    async def scenario() -> None:
+        settings = Settings(database="sqlite://", rules_poll="1s", tick="1h")
+        ctx = SimpleNamespace(settings=settings, sources={}, subscribers=[],
+                              rules=SimpleNamespace(engine=SimpleNamespace(
+                                  ruleset=SimpleNamespace(rules=()))))
+        daemon = Scheduled(ctx, watcher=None)  # type: ignore[arg-type]
+        daemon._cycle = lambda: asyncio.sleep(0)  # type: ignore[method-assign]
+        daemon._reload = slow_reload  # type: ignore[method-assign]
+        running = asyncio.create_task(daemon.run())
+        await asyncio.sleep(1.2)           # the reload job starts at 1 s and is mid-sleep
+        daemon.stopping.set()
+        await asyncio.wait_for(running, 10)
+
+    caplog.set_level("INFO")
+    asyncio.run(scenario())
+    assert finished == [True]
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")], caplog.text
