@@ -210,12 +210,13 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
     now = ctx.now()
     identities = [_identity(article) for article in articles]
     digest = items_digest(identities)
+    repeated = digest == row.items_hash   # the same items as the last poll: all stored
     guids: set[str] = set()
     urls: set[str] = set()
-    if digest != row.items_hash:      # the same items as the last poll: all stored already
+    if not repeated:
         with ctx.store.reading() as connection:
             guids, urls = ctx.store.known_identities(connection, row.id, identities)
-    if digest == row.items_hash or all(_known(i, guids, urls) for i in identities):
+    if repeated or all(_known(i, guids, urls) for i in identities):
         log.debug("source %s: %d item(s), none new [%s]", row.id, len(articles), ctx.owner)
         state = _success_state(ctx, row, result, len(articles), 0)
         return SourceOutcome(row.id, True, duplicates=len(articles),
@@ -441,19 +442,18 @@ def record_quiet(ctx: Context, outcomes: list[SourceOutcome],
                  rows: dict[str, SourceRow]) -> None:
     """The fetch state of every source that brought nothing new (unchanged, or only items
     already stored), in one transaction: nothing else of theirs changed."""
-    pending = [o for o in outcomes if o.state is not None]
+    pending = [(o, o.state) for o in outcomes if o.state is not None]
     if not pending:
         return
-    states = [(o.source_id, o.state) for o in pending if o.state is not None]
     with ctx.store.session() as session:
-        ctx.store.record_fetches(session, states)
+        ctx.store.record_fetches(session, [(o.source_id, state) for o, state in pending])
         ctx.store.log_fetches(session, [
-            fetch_entry(source_id, state.last_attempt, True, state.http_status,
-                        0 if outcome.not_modified else state.items_seen,
-                        not_modified=outcome.not_modified)
-            for outcome, (source_id, state) in zip(pending, states, strict=True)])
-        for outcome in pending:
-            _tell_admin_recovered(ctx, session, rows[outcome.source_id])
+            fetch_entry(o.source_id, state.last_attempt, True, state.http_status,
+                        0 if o.not_modified else state.items_seen,
+                        not_modified=o.not_modified)
+            for o, state in pending])
+        for o, _ in pending:
+            _tell_admin_recovered(ctx, session, rows[o.source_id])
 
 
 def _tell_admin_failing(ctx: Context, session: Any, row: SourceRow, failures: int,

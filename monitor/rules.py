@@ -651,19 +651,20 @@ def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
             return ()
         out = []
         for group in models:
-            unknown = [a for a in group.actors if a not in actors and a not in groups]
+            terms = [_keyword(k, known) for k in group.keywords]
+            unknown = []
+            for member in group.actors:
+                if member in actors:
+                    terms += actors[member]
+                elif member in groups:
+                    for actor_id in groups[member]:
+                        terms += actors[actor_id]
+                else:
+                    unknown.append(member)
             if unknown:
                 problems.append(Problem(path, line, f"rule '{model.id}': unknown actor "
                                                     f"{', '.join(repr(u) for u in unknown)}"))
                 continue
-            terms = [known.get(k) or _keyword(k, known) if isinstance(k, str)
-                     else _keyword(k, known) for k in group.keywords]
-            for actor_id in group.actors:
-                if actor_id in actors:
-                    terms += actors[actor_id]
-                else:
-                    for member in groups[actor_id]:
-                        terms += actors[member]
             label = group.name or ", ".join(
                 group.actors + [term_label(k) for k in group.keywords[:3]])
             out.append(GroupDef(tuple(terms), group.min_mentions, label))

@@ -374,7 +374,7 @@ class Store:
                  self._among(table.c.guid, "guids", String)),
             self._among(table.c.canonical_url, "urls", String)))
 
-    def known_identities(self, db: Session | Connection, source_id: str,
+    def known_identities(self, connection: Connection, source_id: str,
                          identities: Sequence[tuple[str | None, str | None]]
                          ) -> tuple[set[str], set[str]]:
         """(GUIDs stored for this source, canonical URLs stored anywhere) among a feed's
@@ -385,7 +385,6 @@ class Store:
         urls: set[str] = set()
         if not params["guids"] and not params["urls"]:
             return guids, urls
-        connection = db.connection() if isinstance(db, Session) else db
         for row in connection.execute(self._known_many, params).all():
             if row.guid is not None and row.source_id == source_id:
                 guids.add(row.guid)

@@ -220,8 +220,10 @@ def test_a_job_running_at_the_stop_finishes_without_a_traceback(
     from monitor.config import Settings
     from monitor.scheduler import Daemon as Scheduled
     finished = []
+    started = asyncio.Event()
 
     async def slow_reload() -> None:
+        started.set()
         await asyncio.sleep(0.5)
         finished.append(True)
 
@@ -234,7 +236,7 @@ def test_a_job_running_at_the_stop_finishes_without_a_traceback(
         daemon._cycle = lambda: asyncio.sleep(0)  # type: ignore[method-assign]
         daemon._reload = slow_reload  # type: ignore[method-assign]
         running = asyncio.create_task(daemon.run())
-        await asyncio.sleep(1.2)           # the reload job starts at 1 s and is mid-sleep
+        await asyncio.wait_for(started.wait(), 10)    # the reload job is running (mid-sleep)
         daemon.stopping.set()
         await asyncio.wait_for(running, 10)
 
