@@ -19,13 +19,15 @@ from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 import ahocorasick_rs
 import regex
 
 from monitor.models import Article, Hit, Match
-from monitor.rules import FIELDS, RuleDef, RuleSet, TermDef
+from monitor.errors import Problem
+from monitor.rules import FIELDS, RuleDef, RuleFile, RuleSet, TermDef, load_rules
 
 # --- normalisation ----------------------------------------------------------------------------
 
@@ -602,6 +604,22 @@ class Engine:
                          if h[0] == text_index and start <= h[1] and h[2] <= end})
         snippet, marks = _snippet(text.norm, start, end, inside)
         return Match(rule.rule.id, rule.rule.title, explained, snippet, marks, text.name)
+
+
+def load_engine(directory: Path, last_good: dict[str, RuleFile] | None = None
+                ) -> tuple[Engine, list[Problem], dict[str, RuleFile]]:
+    """A directory's rule files loaded and compiled: what a reload does (`load_rules` says
+    what comes back). Both steps pause the cyclic garbage collector while they build their
+    objects; one pause over the two lets it walk all the new objects once, afterwards,
+    instead of walking the loaded rules a first time between the two steps."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        ruleset, problems, files = load_rules(directory, last_good)
+        return Engine(ruleset), problems, files
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _group_hits(group: _Group, hits: dict[int, list[_RawHit]], allowed: set[int]

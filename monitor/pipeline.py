@@ -400,7 +400,9 @@ def _deliveries(ctx: Context, session: Any, source_id: str,
     """Outbox rows for every subscriber following each matched rule, at most one per rule,
     story and subscriber: those already queued (before, or earlier in this feed) are left
     out, and a cooldown counts the rows queued earlier in this feed."""
-    if not alerts:
+    alerts = [(found, item) for found, item in alerts
+              if any(subscriber.follows(found.rule_id) for subscriber in ctx.subscribers)]
+    if not alerts:                      # no subscriber follows these rules: nothing to look up
         return []
     taken = ctx.store.queued_keys(session, [item.story_id for _, item in alerts])
     last_queued: dict[tuple[str, str], datetime] = {}

@@ -76,6 +76,10 @@ class NewDelivery:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+NEW_ARTICLE_COLUMNS = tuple([f.name for f in fields(NewArticle) if f.name != "bands"]
+                            + [f"band{i}" for i in range(BANDS)])
+
+
 @dataclass(frozen=True)
 class DeliveryUpdate:
     """The outcome of one send attempt (or of cancelling)."""

@@ -579,21 +579,24 @@ def _load_rules(directory: Path, last_good: dict[str, RuleFile] | None,
 def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     """Resolve actor references across files and drop rules that cannot be resolved."""
     actors, groups, problems = _collect_actors(files)
+    resolver = _Resolver({actor_id: actor.terms() for actor_id, actor in actors.items()},
+                         groups)
     rules: list[RuleDef] = []
     seen: dict[str, str] = {}
-    aliases = {actor_id: actor.terms() for actor_id, actor in actors.items()}
-    known: dict[Any, TermDef] = {}
     for rule_file in files:
+        lines = rule_file.lines
         for index, model in enumerate(rule_file.model.rules):
-            where = _locate(rule_file, "rules", index)
+            where = lines.get(("rules", index), 1)
             if model.id in seen:
                 problems.append(Problem(rule_file.path, where, f"duplicate rule id '{model.id}' "
                                                                f"(first in {seen[model.id]})"))
                 continue
             seen[model.id] = f"{rule_file.path}:{where}"
-            rule, errors = _resolve_rule(model, aliases, groups, rule_file.path, where, known)
-            problems += errors
-            if rule is not None and model.enabled:
+            rule = resolver.rule(model, rule_file.path, where)
+            if resolver.problems:
+                problems += resolver.problems
+                resolver.problems = []
+            elif model.enabled:
                 rules.append(rule)
     return RuleSet(tuple(rules)), problems
 
@@ -630,62 +633,71 @@ def _expand(members: list[str], groups: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def _keyword(value: str | TermModel, known: dict[Any, TermDef]) -> TermDef:
-    """The keyword's TermDef: one object for every rule that writes the same word (the fast
-    read leaves a one-word term a string; a model is told apart by its identity, and the
-    models outlive this resolve)."""
-    key = value if isinstance(value, str) else id(value)
-    term = known.get(key)
-    if term is None:
-        term = known[key] = term_def(value)
-    return term
+class _Resolver:
+    """Turns validated rules into RuleDefs, given every file's actors and actor groups.
 
+    A keyword's TermDef is made once for every rule that writes the same word (the fast read
+    leaves a one-word term a string; a model is told apart by its identity, and the models
+    outlive the resolve). A rule with an unknown actor leaves its problems in `problems`.
+    """
 
-def _resolve_rule(model: RuleModel, actors: dict[str, tuple[TermDef, ...]],
-                  groups: dict[str, list[str]], path: str, line: int,
-                  known: dict[Any, TermDef]) -> tuple[RuleDef | None, list[Problem]]:
-    problems: list[Problem] = []
+    def __init__(self, actors: dict[str, tuple[TermDef, ...]],
+                 groups: dict[str, list[str]]) -> None:
+        self.actors = actors
+        self.groups = groups
+        self.known: dict[Any, TermDef] = {}
+        self.problems: list[Problem] = []
 
-    def resolved(models: list[GroupModel]) -> tuple[GroupDef, ...]:
+    def rule(self, model: RuleModel, path: str, line: int) -> RuleDef:
+        semantic = model.semantic
+        every = self.groups_of(model.all, model.id, path, line)
+        some = self.groups_of(model.any, model.id, path, line)
+        none = self.groups_of(model.none, model.id, path, line)
+        meaning = None
+        if semantic is not None:
+            prefilter = self.groups_of(semantic.prefilter, model.id, path, line) or (
+                GroupDef(tuple(t for g in every + some for t in g.terms),
+                         label="any term of the rule"),)
+            meaning = SemanticDef(tuple(semantic.examples), semantic.threshold, prefilter)
+        return RuleDef(model.id, model.title, every, some, none,
+                       "words" if model.within else model.scope, model.within or 0,
+                       tuple(model.fields), frozenset(model.sources) if model.sources else None,
+                       path, line,
+                       str(Path(path).parent / model.examples) if model.examples else None,
+                       meaning)
+
+    def groups_of(self, models: list[GroupModel], rule_id: str, path: str, line: int
+                  ) -> tuple[GroupDef, ...]:
         if not models:
             return ()
+        known, actors = self.known, self.actors
         out = []
         for group in models:
-            terms = [_keyword(k, known) for k in group.keywords]
+            terms = []
+            for keyword in group.keywords:
+                key = keyword if isinstance(keyword, str) else id(keyword)
+                term = known.get(key)
+                if term is None:
+                    term = known[key] = term_def(keyword)
+                terms.append(term)
             unknown = []
             for member in group.actors:
-                if member in actors:
-                    terms += actors[member]
-                elif member in groups:
-                    for actor_id in groups[member]:
+                named = actors.get(member)
+                if named is not None:
+                    terms += named
+                elif member in self.groups:
+                    for actor_id in self.groups[member]:
                         terms += actors[actor_id]
                 else:
                     unknown.append(member)
             if unknown:
-                problems.append(Problem(path, line, f"rule '{model.id}': unknown actor "
-                                                    f"{', '.join(repr(u) for u in unknown)}"))
+                self.problems.append(Problem(path, line, f"rule '{rule_id}': unknown actor "
+                                                         f"{', '.join(repr(u) for u in unknown)}"))
                 continue
             label = group.name or ", ".join(
                 group.actors + [term_label(k) for k in group.keywords[:3]])
             out.append(GroupDef(tuple(terms), group.min_mentions, label))
         return tuple(out)
-
-    semantic = model.semantic
-    every, some, none = resolved(model.all), resolved(model.any), resolved(model.none)
-    prefilter = resolved(semantic.prefilter) if semantic else ()
-    if problems:
-        return None, problems
-    meaning = None
-    if semantic is not None:
-        prefilter = prefilter or (GroupDef(tuple(t for g in every + some for t in g.terms),
-                                           label="any term of the rule"),)
-        meaning = SemanticDef(tuple(semantic.examples), semantic.threshold, prefilter)
-    return RuleDef(model.id, model.title, every, some, none,
-                   "words" if model.within else model.scope, model.within or 0,
-                   tuple(model.fields), frozenset(model.sources) if model.sources else None,
-                   path, line,
-                   str(Path(path).parent / model.examples) if model.examples else None,
-                   meaning), []
 
 
 def _locate(rule_file: RuleFile, key: str, index: int) -> int:

@@ -19,10 +19,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.config import load_sources, read_subscribers
 from monitor.errors import Problem
-from monitor.match import Engine
+from monitor.match import load_engine
 from monitor.context import Context
 from monitor.pipeline import run_cycle
-from monitor.rules import RuleFile, load_rules
+from monitor.rules import RuleFile
 from monitor.runtime import cross_check, rules_fingerprint
 
 log = logging.getLogger("monitor.scheduler")
@@ -44,8 +44,7 @@ class RuleWatcher:
         if current in (self.seen, self.failed):
             return False
         try:
-            ruleset, problems, files = load_rules(self.directory, self.files)
-            engine = Engine(ruleset)
+            engine, problems, files = load_engine(self.directory, self.files)
         except Exception as exc:  # a loader bug must not freeze the rules: the next edit retries
             self.failed = current
             log.exception("rules reload failed; the rules in service are unchanged")
@@ -62,7 +61,7 @@ class RuleWatcher:
         self.ctx.rules.loaded_at = datetime.now(timezone.utc)
         self.ctx.rules.problems = list(problems)
         self.ctx.metrics.rule_reloads.labels("with_errors" if problems else "ok").inc()
-        log.info("rules reloaded: %d rules in service (version %d)%s", len(ruleset.rules),
+        log.info("rules reloaded: %d rules in service (version %d)%s", len(engine.ruleset.rules),
                  self.ctx.rules.version, f", {len(problems)} problem(s)" if problems else "")
         return True
 

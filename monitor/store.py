@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (JSON, BigInteger, Column, DateTime, Index, Integer, String, Text,
-                        TypeDecorator, UniqueConstraint, and_, any_, bindparam, case, delete,
+                        TypeDecorator, UniqueConstraint, and_, any_, bindparam, case, cast, delete,
                         event, func, literal, literal_column, or_, union_all, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -26,8 +26,9 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from monitor.errors import ConfigError
-from monitor.records import (BANDS, DELIVERY_STATUSES, KEEP, DeliveryStatus, DeliveryUpdate,
-                             FetchState, NewArticle, NewDelivery)
+from monitor.records import (BANDS, DELIVERY_STATUSES, KEEP, NEW_ARTICLE_COLUMNS,
+                             DeliveryStatus, DeliveryUpdate, FetchState,
+                             NewArticle, NewDelivery)
 from monitor.redact import masked_credentials, masked_passwords
 
 LEASE = timedelta(minutes=10)
@@ -210,8 +211,11 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # only BEGIN: a write transaction takes the lock at its start instead of failing midway.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # The log is copied back into the database every 10,000 pages (40 MB) rather than
+    # SQLite's 1,000: a feed's insert dirties ~200 index pages at random places, so the
+    # default checkpointed (and synced) every few feeds; 12% more articles/s (bench_store).
     for pragma in ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL",
-                   "foreign_keys=ON"):
+                   "foreign_keys=ON", "wal_autocheckpoint=10000"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
@@ -257,6 +261,28 @@ class Store:
         values: Any = select(literal_column("value")).select_from(
             func.json_each(bindparam(name, type_=JSON)))
         return column.in_(values.scalar_subquery())
+
+    def _rows_insert(self, table: Any, columns: Sequence[str]) -> Any:
+        """An INSERT of many rows that skips those already stored. On PostgreSQL the rows come
+        as one array per column, unnested: the statement's text is the same for any number of
+        rows, so psycopg parses it and the server plans it once (a multi-row VALUES list,
+        whose text grows with the rows, was parsed again for every feed). Execute it with
+        `_rows_params`."""
+        if self.dialect != "postgresql":
+            return self.insert(table).on_conflict_do_nothing()
+        kinds = [postgresql.ARRAY(table.c[name].type) for name in columns]
+        rows = func.unnest(*(cast(bindparam(name, type_=kind), kind) for name, kind
+                             in zip(columns, kinds, strict=True))
+                           ).table_valued(*columns).render_derived("rows")
+        return postgresql.insert(table).from_select(
+            list(columns), select(*rows.c)).on_conflict_do_nothing()
+
+    def _rows_params(self, rows: Sequence[dict[str, Any]]) -> Any:
+        """The parameters of a `_rows_insert`: the rows themselves, or on PostgreSQL one list
+        per column."""
+        if self.dialect != "postgresql":
+            return list(rows)
+        return {name: [row[name] for row in rows] for name in rows[0]}
 
     @cached_property
     def _insert_match(self) -> Any:
@@ -395,7 +421,7 @@ class Store:
     @cached_property
     def _insert_articles(self) -> Any:
         table = ArticleRow.__table__  # type: ignore[attr-defined]
-        return self.insert(table).on_conflict_do_nothing().returning(
+        return self._rows_insert(table, NEW_ARTICLE_COLUMNS).returning(
             table.c.id, table.c.guid, table.c.canonical_url)
 
     def insert_articles(self, session: Session, articles: Sequence[NewArticle]
@@ -404,8 +430,8 @@ class Store:
         (guid, canonical URL). One already stored (a concurrent writer won) is left out."""
         if not articles:
             return {}
-        rows = session.connection().execute(self._insert_articles,
-                                            [article.values() for article in articles])
+        rows = session.connection().execute(self._insert_articles, self._rows_params(
+            [article.values() for article in articles]))
         return {(row.guid, row.canonical_url): row.id for row in rows}
 
     def set_story(self, session: Session, article_id: int, story_id: int) -> None:

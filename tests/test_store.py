@@ -64,6 +64,24 @@ def test_times_come_back_timezone_aware(database_url: str) -> None:
     assert published == NOW and published.tzinfo is not None
 
 
+def test_a_time_in_another_zone_is_stored_as_the_same_instant(database_url: str) -> None:
+    store = open_store(database_url)
+    east = timezone(timedelta(hours=5, minutes=30))
+    add(store, "a", Article(url="https://x.org/e", title="E", published=NOW.astimezone(east)))
+    assert next(store.recent_articles(NOW - timedelta(days=1))).published == NOW
+
+
+def test_text_with_quotes_braces_and_backslashes_is_stored_as_written(database_url: str
+                                                                     ) -> None:
+    # PostgreSQL receives a feed's articles as one array per column: array-literal syntax
+    # in the values must come back untouched.
+    store = open_store(database_url)
+    title = 'He said "no", {x} \\ back\\slash, NULL'
+    add(store, "a", Article(url="https://x.org/q", title=title, summary="NULL"))
+    row = next(store.recent_articles(NOW - timedelta(days=1)))
+    assert (row.title, row.summary) == (title, "NULL")
+
+
 def test_one_delivery_per_rule_story_and_subscriber(database_url: str) -> None:
     store = open_store(database_url)
     article_id = add(store, "a", Article(url="https://x.org/d", title="D"))
