@@ -389,17 +389,18 @@ def test_reload_is_retried_when_loading_failed(tmp_path: object, monkeypatch:
     from monitor import scheduler
     from monitor.metrics import Metrics
     from monitor.context import Rules
+    from monitor.rules import load_rules
     directory = Path(str(tmp_path))
     (directory / "a.yaml").write_text("rules:\n  - {id: a, title: A, all: [{keywords: [x]}]}\n")
-    ruleset, _, files = scheduler.load_rules(directory)
+    ruleset, _, files = load_rules(directory)
     ctx = SimpleNamespace(settings=SimpleNamespace(rules=directory),
                           rules=Rules(Engine(ruleset)), metrics=Metrics())
     watcher = scheduler.RuleWatcher(ctx, files)  # type: ignore[arg-type]
-    real = scheduler.load_rules
-    monkeypatch.setattr(scheduler, "load_rules", lambda *a: 1 / 0)
+    real = scheduler.load_engine
+    monkeypatch.setattr(scheduler, "load_engine", lambda *a: 1 / 0)
     (directory / "b.yaml").write_text("rules:\n  - {id: b, title: B, all: [{keywords: [y]}]}\n")
     assert watcher.poll() is False                       # the loader broke: nothing swapped
-    monkeypatch.setattr(scheduler, "load_rules", real)
+    monkeypatch.setattr(scheduler, "load_engine", real)
     (directory / "c.yaml").write_text("rules:\n  - {id: c, title: C, all: [{keywords: [z]}]}\n")
     assert watcher.poll() is True
     assert {r.id for r in ctx.rules.engine.ruleset.rules} == {"a", "b", "c"}
