@@ -10,6 +10,7 @@ Times are stored as naive UTC and always come back timezone-aware.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from sqlalchemy import (JSON, BigInteger, Column, DateTime, Index, Integer, Stri
                         event, func, literal, literal_column, or_, union_all, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from monitor.errors import ConfigError
@@ -203,7 +204,36 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_size=5, max_overflow=5)
+    event.listen(engine, "checkin", _returned)
+
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        _ping_if_idle(engine.dialect, dbapi_connection, record)
+
+    event.listen(engine, "checkout", ping_if_idle)
+    return engine
+
+
+# A pooled PostgreSQL connection idle this long is checked before use (one round trip);
+# one back in the pool for less is used as it is. pool_pre_ping checked every checkout: on a
+# feed with nothing new, the ping cost as much as the feed's own lookup.
+IDLE_PING = 5.0
+
+
+def _returned(_dbapi_connection: Any, record: Any) -> None:
+    record.info["returned"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Any, dbapi_connection: Any, record: Any) -> None:
+    """A connection the server may have dropped while it sat in the pool (a restart, an idle
+    timeout) is replaced before use: DisconnectionError makes the pool connect again."""
+    returned = record.info.get("returned")
+    if returned is None or time.monotonic() - returned < IDLE_PING:
+        return
+    try:
+        dialect.do_ping(dbapi_connection)
+    except Exception as exc:  # noqa: BLE001 (any failure: a connection not to be used)
+        raise DisconnectionError(f"pooled connection dropped: {exc}") from exc
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -177,3 +177,30 @@ def test_a_0001_database_upgrades_to_the_models_schema(database_url: str) -> Non
     store.prune_history(NOW)                                   # older than NOW only
     with store.session() as session:
         assert session.execute(text("SELECT count(*) FROM fetch_log")).scalar_one() == 1
+
+
+def test_a_pooled_postgresql_connection_dropped_while_idle_is_replaced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server drops the pool's connections (a restart): the next use after they sat idle
+    reconnects instead of failing. A connection back in the pool for less than IDLE_PING is
+    used without the check."""
+    import time
+
+    import psycopg
+
+    from conftest import PG_ADMIN, drop_pg_database, make_pg_database
+    from monitor import store as store_module
+    url = make_pg_database()
+    try:
+        store = open_store(url)
+        assert stored(store) == 0                 # a connection now waits in the pool
+        monkeypatch.setattr(store_module, "IDLE_PING", 0.2)
+        database = url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+        time.sleep(0.3)
+        assert stored(store) == 0                 # checked, found dropped, replaced
+        assert add(store, "a", Article(url="https://x.org/after", title="After"))
+    finally:
+        drop_pg_database(url)
