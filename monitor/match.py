@@ -11,7 +11,6 @@ model (monitor.semantic, an optional extra) is asked only for those articles.
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import unicodedata
@@ -27,7 +26,8 @@ import regex
 
 from monitor.models import Article, Hit, Match
 from monitor.errors import Problem
-from monitor.rules import FIELDS, RuleDef, RuleFile, RuleSet, TermDef, load_rules
+from monitor.rules import (FIELDS, CollectorPaused, RuleDef, RuleFile, RuleSet, TermDef,
+                           load_rules)
 
 # --- normalisation ----------------------------------------------------------------------------
 
@@ -302,13 +302,8 @@ class Engine:
     _dated: list[int] = field(default_factory=list)   # implied terms with a `during` range
 
     def __post_init__(self) -> None:
-        collecting = gc.isenabled()
-        gc.disable()            # many small acyclic objects: see rules.load_rules
-        try:
+        with CollectorPaused():            # many small acyclic objects
             self._compile()
-        finally:
-            if collecting:
-                gc.enable()
 
     def _compile(self) -> None:
         term_ids: dict[TermDef, int] = {}
@@ -612,14 +607,9 @@ def load_engine(directory: Path, last_good: dict[str, RuleFile] | None = None
     what comes back). Both steps pause the cyclic garbage collector while they build their
     objects; one pause over the two lets it walk all the new objects once, afterwards,
     instead of walking the loaded rules a first time between the two steps."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with CollectorPaused():
         ruleset, problems, files = load_rules(directory, last_good)
         return Engine(ruleset), problems, files
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _group_hits(group: _Group, hits: dict[int, list[_RawHit]], allowed: set[int]

@@ -549,14 +549,24 @@ def load_rules(directory: Path, last_good: dict[str, RuleFile] | None = None
     problems: list[Problem] = []
     if not directory.is_dir():
         return RuleSet(), [Problem(str(directory), 0, "rules directory does not exist")], {}
-    # Loading builds hundreds of thousands of small objects and no cycles; the cyclic garbage
-    # collector re-walking them as they pile up made a 10,000-rule load grow worse than linearly.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with CollectorPaused():
         return _load_rules(directory, last_good, problems)
-    finally:
-        if collecting:
+
+
+class CollectorPaused:
+    """The cyclic garbage collector paused for a `with` block (left paused if it already was).
+
+    Loading and compiling rules build hundreds of thousands of small objects and no cycles;
+    the collector re-walking them as they pile up made a 10,000-rule load grow worse than
+    linearly. (A class, not a generator: leaving a generator's block raises StopIteration,
+    whose allocation sets off the collector's pass over those objects right there.)"""
+
+    def __enter__(self) -> None:
+        self.collecting = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.collecting:
             gc.enable()
 
 
@@ -584,19 +594,16 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     rules: list[RuleDef] = []
     seen: dict[str, str] = {}
     for rule_file in files:
-        lines = rule_file.lines
         for index, model in enumerate(rule_file.model.rules):
-            where = lines.get(("rules", index), 1)
+            where = _locate(rule_file, "rules", index)
             if model.id in seen:
                 problems.append(Problem(rule_file.path, where, f"duplicate rule id '{model.id}' "
                                                                f"(first in {seen[model.id]})"))
                 continue
             seen[model.id] = f"{rule_file.path}:{where}"
-            rule = resolver.rule(model, rule_file.path, where)
-            if resolver.problems:
-                problems += resolver.problems
-                resolver.problems = []
-            elif model.enabled:
+            rule, errors = resolver.rule(model, rule_file.path, where)
+            problems += errors
+            if rule is not None and model.enabled:
                 rules.append(rule)
     return RuleSet(tuple(rules)), problems
 
@@ -638,7 +645,7 @@ class _Resolver:
 
     A keyword's TermDef is made once for every rule that writes the same word (the fast read
     leaves a one-word term a string; a model is told apart by its identity, and the models
-    outlive the resolve). A rule with an unknown actor leaves its problems in `problems`.
+    outlive the resolve).
     """
 
     def __init__(self, actors: dict[str, tuple[TermDef, ...]],
@@ -646,28 +653,33 @@ class _Resolver:
         self.actors = actors
         self.groups = groups
         self.known: dict[Any, TermDef] = {}
-        self.problems: list[Problem] = []
 
-    def rule(self, model: RuleModel, path: str, line: int) -> RuleDef:
+    def rule(self, model: RuleModel, path: str, line: int
+             ) -> tuple[RuleDef | None, list[Problem]]:
+        """The rule's RuleDef, or None and the problems (unknown actors) that drop it."""
+        problems: list[Problem] = []
+        where = (model.id, path, line, problems)
+        every = self.groups_of(model.all, *where)
+        some = self.groups_of(model.any, *where)
+        none = self.groups_of(model.none, *where)
         semantic = model.semantic
-        every = self.groups_of(model.all, model.id, path, line)
-        some = self.groups_of(model.any, model.id, path, line)
-        none = self.groups_of(model.none, model.id, path, line)
+        prefilter = self.groups_of(semantic.prefilter, *where) if semantic else ()
+        if problems:
+            return None, problems
         meaning = None
         if semantic is not None:
-            prefilter = self.groups_of(semantic.prefilter, model.id, path, line) or (
-                GroupDef(tuple(t for g in every + some for t in g.terms),
-                         label="any term of the rule"),)
+            prefilter = prefilter or (GroupDef(tuple(t for g in every + some for t in g.terms),
+                                               label="any term of the rule"),)
             meaning = SemanticDef(tuple(semantic.examples), semantic.threshold, prefilter)
         return RuleDef(model.id, model.title, every, some, none,
                        "words" if model.within else model.scope, model.within or 0,
                        tuple(model.fields), frozenset(model.sources) if model.sources else None,
                        path, line,
                        str(Path(path).parent / model.examples) if model.examples else None,
-                       meaning)
+                       meaning), []
 
-    def groups_of(self, models: list[GroupModel], rule_id: str, path: str, line: int
-                  ) -> tuple[GroupDef, ...]:
+    def groups_of(self, models: list[GroupModel], rule_id: str, path: str, line: int,
+                  problems: list[Problem]) -> tuple[GroupDef, ...]:
         if not models:
             return ()
         known, actors = self.known, self.actors
@@ -691,8 +703,8 @@ class _Resolver:
                 else:
                     unknown.append(member)
             if unknown:
-                self.problems.append(Problem(path, line, f"rule '{rule_id}': unknown actor "
-                                                         f"{', '.join(repr(u) for u in unknown)}"))
+                problems.append(Problem(path, line, f"rule '{rule_id}': unknown actor "
+                                                    f"{', '.join(repr(u) for u in unknown)}"))
                 continue
             label = group.name or ", ".join(
                 group.actors + [term_label(k) for k in group.keywords[:3]])
