@@ -179,28 +179,50 @@ def test_a_0001_database_upgrades_to_the_models_schema(database_url: str) -> Non
         assert session.execute(text("SELECT count(*) FROM fetch_log")).scalar_one() == 1
 
 
-def test_a_pooled_postgresql_connection_dropped_while_idle_is_replaced(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server drops the pool's connections (a restart): the next use after they sat idle
-    reconnects instead of failing. A connection back in the pool for less than IDLE_PING is
-    used without the check."""
-    import time
-
+def _drop_connections(url: str) -> None:
+    """What a server restart does to the pool: every connection to the database is gone."""
     import psycopg
 
-    from conftest import PG_ADMIN, drop_pg_database, make_pg_database
+    from conftest import PG_ADMIN
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", (url.rsplit("/", 1)[1],))
+
+
+def test_a_pooled_postgresql_connection_dropped_while_idle_is_replaced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that sat in the pool IDLE_PING seconds is checked before use: one the
+    server dropped is replaced, and the use succeeds (here every pooled connection counts
+    as idle)."""
+    from conftest import drop_pg_database, make_pg_database
     from monitor import store as store_module
     url = make_pg_database()
     try:
         store = open_store(url)
         assert stored(store) == 0                 # a connection now waits in the pool
-        monkeypatch.setattr(store_module, "IDLE_PING", 0.2)
-        database = url.rsplit("/", 1)[1]
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
-        time.sleep(0.3)
+        monkeypatch.setattr(store_module, "IDLE_PING", 0.0)
+        _drop_connections(url)
         assert stored(store) == 0                 # checked, found dropped, replaced
+        assert add(store, "a", Article(url="https://x.org/after", title="After"))
+    finally:
+        drop_pg_database(url)
+
+
+def test_a_connection_dropped_just_after_use_fails_one_statement_then_reconnects() -> None:
+    """On the defaults, a connection back in the pool for under IDLE_PING is used unchecked:
+    if the server dropped it, that one statement fails, and the pool's connections are
+    replaced for the next."""
+    from sqlalchemy.exc import OperationalError
+
+    from conftest import drop_pg_database, make_pg_database
+    url = make_pg_database()
+    try:
+        store = open_store(url)
+        assert stored(store) == 0
+        _drop_connections(url)
+        with pytest.raises(OperationalError):
+            stored(store)
+        assert stored(store) == 0
         assert add(store, "a", Article(url="https://x.org/after", title="After"))
     finally:
         drop_pg_database(url)
