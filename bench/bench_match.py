@@ -16,7 +16,6 @@ import argparse
 import json
 import random
 import time
-from dataclasses import replace
 from statistics import median
 
 from monitor.match import Engine, fold, normalize, scan_text
@@ -178,7 +177,7 @@ def with_semantic(ruleset: RuleSet, share: int, narrow: bool) -> RuleSet:
     """Every `share`-th rule also fires by meaning. Its prefilter is its own two groups, hit
     anywhere in the article (narrow, as the shipped rule's "war" + "deal" groups), or only its
     keyword group (broad)."""
-    rules = [replace(rule, semantic=SemanticDef(EXAMPLES, 0.9,
+    rules = [rule._replace(semantic=SemanticDef(EXAMPLES, 0.9,
                                                 rule.all if narrow else rule.all[:1]))
              if index % share == 0 else rule for index, rule in enumerate(ruleset.rules)]
     return RuleSet(tuple(rules))

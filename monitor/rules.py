@@ -53,13 +53,11 @@ class TermDef(NamedTuple):
         return (first is None or day >= first) and (last is None or day <= last)
 
 
-@dataclass(frozen=True)
-class GroupDef:
+class GroupDef(NamedTuple):
     """Keywords and actor aliases, any one of which satisfies the group."""
 
     terms: tuple[TermDef, ...]
     min_mentions: int = 1
-    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,11 @@ class SemanticDef:
     prefilter: tuple[GroupDef, ...]
 
 
-@dataclass(frozen=True)
-class RuleDef:
+class RuleDef(NamedTuple):
+    """One rule as the engine compiles it. Named tuples, as TermDef: a 10,000-rule reload
+    makes one per rule and one per group, which a tuple builds in C (a frozen dataclass sets
+    each field through object.__setattr__)."""
+
     id: str
     title: str
     all: tuple[GroupDef, ...] = ()
@@ -152,10 +153,6 @@ def term_def(value: str | TermModel, actor: str | None = None) -> TermDef:
         return value.resolve(actor)
     text, prefix = shorthand(value)
     return TermDef(text.strip(), "prefix" if prefix else "word", actor=actor)
-
-
-def term_label(value: str | TermModel) -> str:
-    return shorthand(value)[0] if isinstance(value, str) else value.term or value.regex or ""
 
 
 class DuringModel(_Strict):
@@ -592,18 +589,21 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     resolver = _Resolver({actor_id: actor.terms() for actor_id, actor in actors.items()},
                          groups)
     rules: list[RuleDef] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, int]] = {}
     for rule_file in files:
+        path, lines = rule_file.path, rule_file.lines
         for index, model in enumerate(rule_file.model.rules):
-            where = _locate(rule_file, "rules", index)
-            if model.id in seen:
-                problems.append(Problem(rule_file.path, where, f"duplicate rule id '{model.id}' "
-                                                               f"(first in {seen[model.id]})"))
+            where = lines.get(("rules", index), 1)
+            entry = (path, where)
+            first = seen.setdefault(model.id, entry)
+            if first is not entry:
+                problems.append(Problem(path, where, f"duplicate rule id '{model.id}' "
+                                                     f"(first in {first[0]}:{first[1]})"))
                 continue
-            seen[model.id] = f"{rule_file.path}:{where}"
-            rule, errors = resolver.rule(model, rule_file.path, where)
-            problems += errors
-            if rule is not None and model.enabled:
+            rule, errors = resolver.rule(model, path, where)
+            if rule is None:
+                problems += errors
+            elif model.enabled:
                 rules.append(rule)
     return RuleSet(tuple(rules)), problems
 
@@ -668,8 +668,7 @@ class _Resolver:
             return None, problems
         meaning = None
         if semantic is not None:
-            prefilter = prefilter or (GroupDef(tuple(t for g in every + some for t in g.terms),
-                                               label="any term of the rule"),)
+            prefilter = prefilter or (GroupDef(tuple(t for g in every + some for t in g.terms)),)
             meaning = SemanticDef(tuple(semantic.examples), semantic.threshold, prefilter)
         return RuleDef(model.id, model.title, every, some, none,
                        "words" if model.within else model.scope, model.within or 0,
@@ -706,9 +705,7 @@ class _Resolver:
                 problems.append(Problem(path, line, f"rule '{rule_id}': unknown actor "
                                                     f"{', '.join(repr(u) for u in unknown)}"))
                 continue
-            label = group.name or ", ".join(
-                group.actors + [term_label(k) for k in group.keywords[:3]])
-            out.append(GroupDef(tuple(terms), group.min_mentions, label))
+            out.append(GroupDef(tuple(terms), group.min_mentions))
         return tuple(out)
 
 
