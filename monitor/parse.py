@@ -36,11 +36,24 @@ _DROP = ("script", "style", "noscript", "template", "iframe", "svg")
 _NUL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-@functools.lru_cache(maxsize=32768)
-def canonical_url(url: str) -> str:
-    """Lower-case scheme and host, no default port, no fragment, no tracking parameters.
+# A link already in canonical form, as most are: http(s), a lower-case host without port or
+# user, no query or fragment, nothing urlsplit would strip or refuse. It is its own canonical
+# form (with "/" for an empty path) without being taken apart and put back together.
+_PLAIN_URL = re.compile(r"https?://[a-z0-9.-]+(/[^?#\s\x00-\x1f\x7f]*)?")
 
-    Remembered: a feed lists the same links fetch after fetch (its known items)."""
+
+def canonical_url(url: str) -> str:
+    """Lower-case scheme and host, no default port, no fragment, no tracking parameters."""
+    plain = _PLAIN_URL.fullmatch(url)
+    if plain is not None:
+        return url if plain.group(1) else url + "/"
+    return _canonical_parsed(url)
+
+
+@functools.lru_cache(maxsize=32768)
+def _canonical_parsed(url: str) -> str:
+    """canonical_url the long way. Remembered: a feed lists the same links fetch after fetch
+    (its known items)."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port

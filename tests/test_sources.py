@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Workdir, rss, run_cli, seed_item
 from monitor.fetch import retry_after_seconds
-from monitor.parse import canonical_url
+from monitor.parse import _canonical_parsed, canonical_url
 from monitor.retry import delivery_delay, source_delay
 from servers import FeedServer, WebhookReceiver
 
@@ -110,6 +110,19 @@ def test_opml_import(workdir: Workdir) -> None:
 ])
 def test_canonical_url(url: str, canonical: str) -> None:
     assert canonical_url(url) == canonical
+
+
+@pytest.mark.parametrize("url", [
+    "https://feed1.example.org/0", "http://x.org", "https://x.org/", "https://x.org/a%20b/c.html",
+    "https://x.org/caf\u00e9/\u00e9t\u00e9", "https://x.org/a;b=c/d", "https://x-y.org./p",
+    "https://x.org/a\tb", "https://x.org/a\nb", " https://x.org/p ", "https://x.org/p?",
+    "https://x.org/p#", "https://u:p@x.org/p", "https://X.org/p", "https://x.org:443/p",
+    "https://x.org/a\u00a0b", "https://x.org//double//slash", "https://[::1]/p",
+])
+def test_canonical_url_shortcut_agrees_with_the_long_way(url: str) -> None:
+    """A link already in canonical form skips urlsplit; every other one takes it, and both
+    ways give the same answer."""
+    assert canonical_url(url) == _canonical_parsed(url)
 
 
 def test_retry_policies() -> None:
