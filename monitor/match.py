@@ -591,7 +591,7 @@ class Engine:
         text_index, start, end = evidence
         text = texts[text_index]
         tids = {t for g in rule.all + rule.any for t in g.terms
-                if t in hits and not _blocked(g, t, hits)}
+                if t in hits and not (g.blockers and _blocked(g, t, hits))}
         found = sorted((h, tid) for tid in tids for h in hits.get(tid, ()) if h[0] in allowed)
         explained = tuple(Hit(self._terms[tid].text, self._terms[tid].actor, texts[h[0]].name,
                               h[1], h[2], self._terms[tid].implied) for h, tid in found)
@@ -614,7 +614,8 @@ def load_engine(directory: Path, last_good: dict[str, RuleFile] | None = None
 
 def _group_hits(group: _Group, hits: dict[int, list[_RawHit]], allowed: set[int]
                 ) -> list[_RawHit]:
-    out = [h for tid in group.terms if tid in hits and not _blocked(group, tid, hits)
+    blockers = group.blockers
+    out = [h for tid in group.terms if tid in hits and not (blockers and _blocked(group, tid, hits))
            for h in hits[tid] if h[0] in allowed]
     return out if len(out) >= group.min_mentions else []
 

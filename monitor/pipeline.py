@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import operator
 import random
 import secrets
 import socket
@@ -311,9 +312,8 @@ def _join_stories_within(ctx: Context, session: Any, stored: list[_Stored]) -> N
         if current.joined is not None or current.fingerprint is None or current.bands is None:
             continue
         for earlier in stored[:index]:
-            if earlier.fingerprint is None or earlier.bands is None or not any(
-                    mine == theirs for mine, theirs
-                    in zip(current.bands, earlier.bands, strict=True)):
+            if earlier.fingerprint is None or earlier.bands is None or \
+                    not any(map(operator.eq, current.bands, earlier.bands)):
                 continue                # no band in common: the store would not offer it
             if story.similarity(earlier.fingerprint, current.fingerprint) >= story.SAME_STORY:
                 current.story_id = current.joined = earlier.story_id

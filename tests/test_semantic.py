@@ -203,7 +203,9 @@ def test_an_alert_by_meaning_reaches_the_webhook_with_its_score(
 
 
 def test_rule_files_in_the_repository_parse(tmp_path: Path) -> None:
-    parsed = parse_rule_text((ROOT / "rules" / "gaza.yaml").read_text(), "gaza.yaml")
-    assert not parsed.problems
-    rule = next(r for r in parsed.model.rules if r.id == "gaza-ceasefire")
-    assert rule.semantic is not None and len(rule.semantic.examples) >= 5
+    files = [parse_rule_text((ROOT / "rules" / name).read_text(), name)
+             for name in ("actors.yaml", "gaza.yaml")]
+    ruleset, problems = resolve(files)
+    assert not problems and not any(f.problems for f in files)
+    rule = ruleset.get("gaza-ceasefire")
+    assert rule is not None and rule.semantic is not None and len(rule.semantic.examples) >= 5

@@ -70,6 +70,65 @@ def test_a_rule_file_read_fast_has_the_same_rules_and_lines(monkeypatch: pytest.
     assert not fast.problems and not slow.problems
 
 
+EVERY_FIELD = ("actors:\n  - id: hamas\n    aliases: [Hamas, {term: HMS, case_sensitive: true}]\n"
+               "actor_groups:\n  sides: [hamas]\nrules:\n"
+               "  - id: full\n    title: Every field\n    scope: paragraph\n"
+               "    fields: [title, body]\n    sources: [bbc, aj]\n    examples: ex.tsv\n"
+               "    all:\n      - name: truce\n        min_mentions: 2\n"
+               "        keywords: [truce, 'deal*', {regex: 'cease-?fire'},\n"
+               "                   {term: pause, inflect: true}]\n"
+               "      - actors: [sides]\n    none:\n      - keywords: [football]\n"
+               "    semantic:\n      threshold: 0.8\n      examples: ['  A truce is agreed  ']\n"
+               "      prefilter:\n        - keywords: [Gaza]\n"
+               "  - id: near\n    title: Near\n    within: 12\n    enabled: false\n"
+               "    any:\n      - keywords: [hostage]\n")
+
+
+@pytest.mark.parametrize("text", [EVERY_FIELD, (ROOT / "rules" / "gaza.yaml").read_text()],
+                         ids=["every field", "gaza.yaml"])
+def test_the_fast_read_resolves_to_the_rules_of_the_full_schema(
+        text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rules and groups read fast are plain dicts with only the keys written; resolved, with
+    the models' defaults, they are the rules the full schema gives."""
+    actors = parse_rule_text((ROOT / "rules" / "actors.yaml").read_text(), "actors.yaml")
+    fast = parse_rule_text(text, "r.yaml")
+    assert fast.data is None and not fast.problems               # the fast way was taken
+    monkeypatch.setattr(rules_module, "plain_yaml", lambda _text: UNSURE)
+    slow = parse_rule_text(text, "r.yaml")
+    assert slow.data is not None and not slow.problems
+    shared = [] if text.startswith("actors:") else [actors]   # gaza.yaml's actors are there
+    resolved = [rules_module.resolve(shared + [parsed]) for parsed in (fast, slow)]
+    assert resolved[0] == resolved[1]
+    assert not resolved[0][1] and resolved[0][0].rules
+
+
+@pytest.mark.parametrize("rule,message", [
+    ("    none:\n      - keywords: [x]\n", "needs at least one 'all' or 'any' group"),
+    ("    all:\n      - min_mentions: 2\n", "empty group"),
+    ("    fields: []\n    all:\n      - keywords: [x]\n", "fields must name at least one"),
+    ("    all:\n      - keywords: [x]\n    semantic:\n      threshold: 0.5\n"
+     "      examples: [a]\n      prefilter:\n        - name: nothing\n", "empty group"),
+    ("    all:\n      - keywords: [x]\n    semantic:\n      threshold: 0.5\n"
+     "      examples: ['  ']\n", "semantic examples must not be empty"),
+])
+def test_what_the_models_validators_refuse_the_fast_read_refuses(rule: str, message: str
+                                                                 ) -> None:
+    parsed = parse_rule_text(f"rules:\n  - id: a\n    title: t\n{rule}", "bad.yaml")
+    assert parsed.data is not None           # read again the line-keeping way, and located
+    assert any(message in p.message and p.line > 1 for p in parsed.problems), parsed.problems
+
+
+def test_the_fast_read_knows_every_validator_of_the_rule_models() -> None:
+    """`_refused` checks, on plain dicts, what these validators check: a validator added to
+    the models must be added there too (or the fast read would let its mistakes through)."""
+    def validators(model: type) -> set[str]:
+        found = model.__pydantic_decorators__  # type: ignore[attr-defined]
+        return set(found.model_validators) | set(found.field_validators)
+
+    assert validators(rules_module.RuleModel) == {"_has_positive_group", "_some_fields"}
+    assert validators(rules_module.GroupModel) == {"_not_empty"}
+
+
 def test_a_problem_found_after_the_fast_read_is_still_located() -> None:
     text = "actor_groups:\n  sides: [nobody]\nrules: []\n"
     parsed = parse_rule_text(text, "g.yaml")
