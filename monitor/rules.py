@@ -701,9 +701,8 @@ def _expand(members: list[str], groups: dict[str, list[str]]) -> list[str]:
 class _Resolver:
     """Turns validated rules into RuleDefs, given every file's actors and actor groups.
 
-    A keyword's TermDef is made once for every rule that writes the same word (the fast read
-    leaves a one-word term a string; a model is told apart by its identity, and the models
-    outlive the resolve).
+    A keyword's TermDef is made once for every rule that writes it the same way: the same
+    string (the fast read leaves a one-word term a string) or an equal term model.
     """
 
     def __init__(self, actors: dict[str, tuple[TermDef, ...]],
@@ -739,6 +738,10 @@ class _Resolver:
                        frozenset(sources) if sources else None, path, line,
                        str(Path(path).parent / examples) if examples else None, meaning), []
 
+    def keyword(self, written: str | TermModel) -> TermDef:
+        term = self.known[written] = term_def(written)
+        return term
+
     def groups_of(self, groups: list[Any] | None, rule_id: str, path: str, line: int,
                   problems: list[Problem]) -> tuple[GroupDef, ...]:
         if not groups:
@@ -747,13 +750,8 @@ class _Resolver:
         out = []
         for group in groups:
             values = group if type(group) is dict else group.__dict__
-            terms = []
-            for keyword in values.get("keywords", ()):
-                key = keyword if isinstance(keyword, str) else id(keyword)
-                term = known.get(key)
-                if term is None:
-                    term = known[key] = term_def(keyword)
-                terms.append(term)
+            keywords = values.get("keywords")
+            terms = [known.get(k) or self.keyword(k) for k in keywords] if keywords else []
             unknown = []
             for member in values.get("actors", ()):
                 named = actors.get(member)
