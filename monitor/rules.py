@@ -191,7 +191,7 @@ class ActorModel(_Strict):
     implied_by: ImpliedModel | None = None
 
     def terms(self) -> tuple[TermDef, ...]:
-        named = tuple(term_def(alias, self.id) for alias in self.aliases)
+        named = tuple([term_def(alias, self.id) for alias in self.aliases])
         if self.implied_by is None:
             return named
         unless = tuple(term.resolve() for term in self.implied_by.unless)
@@ -447,7 +447,7 @@ class RuleFile:
     model: RuleFileModel | _PlainFile
     data: Any
     problems: list[Problem] = field(default_factory=list)
-    lines: dict[tuple[str, int], int] = field(default_factory=dict)  # (key, model index) -> line
+    lines: dict[str, list[int]] = field(default_factory=dict)   # key -> line by model index
     stamp: tuple[int, int] = (0, 0)     # (mtime_ns, size) of the file when it was read
     text: str = ""                      # kept when read the fast way, to locate lines later
 
@@ -507,8 +507,8 @@ def parse_rule_text(text: str, path: str) -> RuleFile:
     for key in ("actors", "rules"):
         raw = data.get(key)
         raw_lines = raw.item_lines if isinstance(raw, YList) else []
-        for index, raw_index in enumerate(kept.get(key, range(len(raw_lines)))):
-            lines[(key, index)] = raw_lines[raw_index]
+        lines[key] = [raw_lines[raw_index]
+                      for raw_index in kept.get(key, range(len(raw_lines)))]
     return RuleFile(path, model, data, problems, lines)
 
 
@@ -524,13 +524,13 @@ def _read_fast(text: str, path: str) -> RuleFile | None:
     if _refused(rules):
         return None
     model = _PlainFile(plain.get("actors", []), plain.get("actor_groups", {}), rules)
-    lines: dict[tuple[str, int], int] = {}
+    lines: dict[str, list[int]] = {}
     for key in ("actors", "rules"):
         items = data.get(key) or []
         found = _item_lines(text, key) if items else []
         if found is None or len(found) != len(items):
             return None
-        lines.update(((key, index), line) for index, line in enumerate(found))
+        lines[key] = found
     return RuleFile(path, model, None, [], lines, text=text)
 
 
@@ -648,9 +648,9 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     rules: list[RuleDef] = []
     seen: dict[str, tuple[str, int]] = {}
     for rule_file in files:
-        path, lines = rule_file.path, rule_file.lines
+        path, lines = rule_file.path, rule_file.lines.get("rules", [])
         for index, model in enumerate(rule_file.model.rules):
-            where = lines.get(("rules", index), 1)
+            where = lines[index] if index < len(lines) else 1
             entry = (path, where)
             values = _values(model)
             first = seen.setdefault(values["id"], entry)
@@ -702,7 +702,8 @@ class _Resolver:
     """Turns validated rules into RuleDefs, given every file's actors and actor groups.
 
     A keyword's TermDef is made once for every rule that writes it the same way: the same
-    string (the fast read leaves a one-word term a string) or an equal term model.
+    string (the fast read leaves a one-word term a string) or an equal term model; a group of
+    actors alone (`actors: [hamas]`, written in many rules) is made once for all of them.
     """
 
     def __init__(self, actors: dict[str, tuple[TermDef, ...]],
@@ -710,6 +711,7 @@ class _Resolver:
         self.actors = actors
         self.groups = groups
         self.known: dict[Any, TermDef] = {}
+        self.shared: dict[tuple[tuple[str, ...], int], GroupDef] = {}
 
     def rule(self, values: dict[str, Any], path: str, line: int
              ) -> tuple[RuleDef | None, list[Problem]]:
@@ -739,18 +741,27 @@ class _Resolver:
                        str(Path(path).parent / examples) if examples else None, meaning), []
 
     def keyword(self, written: str | TermModel) -> TermDef:
-        term = self.known[written] = term_def(written)
+        if type(written) is str and written[-1:] != "*":      # a plain word: most keywords
+            term = self.known[written] = TermDef(written.strip())
+        else:
+            term = self.known[written] = term_def(written)
         return term
 
     def groups_of(self, groups: list[Any] | None, rule_id: str, path: str, line: int,
                   problems: list[Problem]) -> tuple[GroupDef, ...]:
         if not groups:
             return ()
-        known, actors = self.known, self.actors
+        known, actors, shared = self.known, self.actors, self.shared
         out = []
         for group in groups:
             values = group if type(group) is dict else group.__dict__
             keywords = values.get("keywords")
+            key = None
+            if not keywords:         # actors only: one GroupDef for every rule naming them
+                key = (tuple(values.get("actors", ())), values.get("min_mentions", _MIN_MENTIONS))
+                if key in shared:
+                    out.append(shared[key])
+                    continue
             terms = [known.get(k) or self.keyword(k) for k in keywords] if keywords else []
             unknown = []
             for member in values.get("actors", ()):
@@ -766,13 +777,17 @@ class _Resolver:
                 problems.append(Problem(path, line, f"rule '{rule_id}': unknown actor "
                                                     f"{', '.join(repr(u) for u in unknown)}"))
                 continue
-            out.append(GroupDef(tuple(terms), values.get("min_mentions", _MIN_MENTIONS)))
+            made = GroupDef(tuple(terms), values.get("min_mentions", _MIN_MENTIONS))
+            if key is not None:
+                shared[key] = made
+            out.append(made)
         return tuple(out)
 
 
 def _locate(rule_file: RuleFile, key: str, index: int) -> int:
     """The line of the validated item `index` under `key`."""
-    return rule_file.lines.get((key, index), 1)
+    lines = rule_file.lines.get(key, [])
+    return lines[index] if index < len(lines) else 1
 
 
 def _key_line(data: Any, key: str, sub: str) -> int:

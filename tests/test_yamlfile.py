@@ -66,7 +66,7 @@ def test_a_rule_file_read_fast_has_the_same_rules_and_lines(monkeypatch: pytest.
     assert slow.data is not None
     # The fast read keeps one-word terms as strings; resolved, both are the same rules.
     assert rules_module.resolve([fast]) == rules_module.resolve([slow])
-    assert fast.lines == slow.lines == {("actors", 0): 2, ("rules", 0): 6, ("rules", 1): 12}
+    assert fast.lines == slow.lines == {"actors": [2], "rules": [6, 12]}
     assert not fast.problems and not slow.problems
 
 
