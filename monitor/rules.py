@@ -279,6 +279,7 @@ class RuleFileModel(_Strict):
 # 10,000-rule file validated in half the time); the resolve reads either form. A file it
 # refuses is read again with the schema above, whose messages are the ones reported.
 _Word = Annotated[str, StringConstraints(min_length=1)]
+_TYPED_DICT: Any = TypedDict          # its classes are made at run time: Any to mypy
 
 
 def _plain(model: type[BaseModel], **kinds: Any) -> Any:
@@ -291,12 +292,9 @@ def _plain(model: type[BaseModel], **kinds: Any) -> Any:
         if info.metadata:
             kind = Annotated[(kind, *info.metadata)]
         fields[info.alias or name] = Required[kind] if info.is_required() else NotRequired[kind]
-    plain = _TYPED_DICT(f"Plain{model.__name__}", fields)    # made at run time: Any to mypy
+    plain = _TYPED_DICT(f"Plain{model.__name__}", fields)
     plain.__pydantic_config__ = ConfigDict(extra="forbid")
     return plain
-
-
-_TYPED_DICT: Any = TypedDict
 
 
 _FastGroup = _plain(GroupModel, keywords=list[_Word | TermModel])
@@ -648,9 +646,9 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     rules: list[RuleDef] = []
     seen: dict[str, tuple[str, int]] = {}
     for rule_file in files:
-        path, lines = rule_file.path, rule_file.lines.get("rules", [])
+        path = rule_file.path
         for index, model in enumerate(rule_file.model.rules):
-            where = lines[index] if index < len(lines) else 1
+            where = _locate(rule_file, "rules", index)
             entry = (path, where)
             values = _values(model)
             first = seen.setdefault(values["id"], entry)
