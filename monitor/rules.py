@@ -325,12 +325,9 @@ def _refused(rules: list[dict[str, Any]]) -> bool:
         if "fields" in rule and not rule["fields"]:
             return True
         semantic = rule.get("semantic")
-        for key in ("all", "any", "none"):
-            for group in rule.get(key, ()):
-                if not group.get("keywords") and not group.get("actors"):
-                    return True
-        if semantic is not None and any(not g.get("keywords") and not g.get("actors")
-                                        for g in semantic.prefilter):
+        groups = [*rule.get("all", ()), *rule.get("any", ()), *rule.get("none", ()),
+                  *(semantic.prefilter if semantic is not None else ())]
+        if any(not g.get("keywords") and not g.get("actors") for g in groups):
             return True
     return False
 
@@ -739,10 +736,7 @@ class _Resolver:
                        str(Path(path).parent / examples) if examples else None, meaning), []
 
     def keyword(self, written: str | TermModel) -> TermDef:
-        if type(written) is str and written[-1:] != "*":      # a plain word: most keywords
-            term = self.known[written] = TermDef(written.strip())
-        else:
-            term = self.known[written] = term_def(written)
+        term = self.known[written] = term_def(written)
         return term
 
     def groups_of(self, groups: list[Any] | None, rule_id: str, path: str, line: int,
@@ -752,7 +746,7 @@ class _Resolver:
         known, actors, shared = self.known, self.actors, self.shared
         out = []
         for group in groups:
-            values = group if type(group) is dict else group.__dict__
+            values = _values(group)
             keywords = values.get("keywords")
             key = None
             if not keywords:         # actors only: one GroupDef for every rule naming them

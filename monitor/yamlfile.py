@@ -177,9 +177,9 @@ def _unusual(text: str) -> bool:
     """Whether the text holds YAML the two parsers read differently or that wants the line
     loader anyway: tabs, tags, anchors and aliases, explicit and merge keys, directives,
     document markers."""
-    if "\t" in text or _found(text, "<<") or text.startswith("?"):
+    if "\t" in text or "<<" in text or text.startswith("?"):
         return True
-    if any(_found(text, mark, line_start=True) for mark in ("%", "---", "...")):
+    if any(_starts_a_line(text, mark) for mark in ("%", "---", "...")):
         return True
     for indicator in "!&*":             # str.find: a 10,000-rule file has none, or a few
         at = text.find(indicator)
@@ -191,12 +191,12 @@ def _unusual(text: str) -> bool:
     return "?" in text and _EXPLICIT_KEY.search(text) is not None
 
 
-def _found(text: str, mark: str, line_start: bool = False) -> bool:
-    """Whether `mark` is in the text (at the start of a line). str.find of the mark itself,
-    rare in rule files: a search for "\n---" stops at every line break."""
+def _starts_a_line(text: str, mark: str) -> bool:
+    """Whether a line of the text starts with `mark`. str.find of the mark itself, rare in
+    rule files: a search for "\n---" stops at every line break."""
     at = text.find(mark)
     while at != -1:
-        if not line_start or at == 0 or text[at - 1] == "\n":
+        if at == 0 or text[at - 1] == "\n":
             return True
         at = text.find(mark, at + 1)
     return False
