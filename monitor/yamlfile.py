@@ -157,8 +157,11 @@ def plain_yaml(text: str) -> Any:
     except ImportError:
         return UNSURE
     try:
+        # Parsed in place (the tree points into `buffer`, which it may rewrite): no copy
+        # of the text into the tree's arena.
+        buffer = bytearray(text.encode("utf-8"))
         with _native_stderr_muted():
-            tree = ryml.parse_in_arena(text.encode("utf-8"))
+            tree = ryml.parse_in_place(buffer)
         emitted = ryml.emit_json(tree)
     except Exception:       # noqa: BLE001 (rapidyaml's parse errors: the line loader says them)
         return UNSURE

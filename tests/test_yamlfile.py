@@ -159,11 +159,11 @@ def test_only_the_parsers_own_message_is_kept_off_stderr(
 
     import ryml
 
-    def noisy(_buffer: bytes) -> None:
+    def noisy(_buffer: bytearray) -> None:
         os.write(2, b"another thread's log line\n")
         os.write(2, b"line=1 col=1 (3B): ERROR: [parse] parse error\n")
         os.write(2, b"/project/cpp/src/c4/yml/parse_engine.def.hpp:1: (detected here)\n")
         raise ValueError("parse error")
-    monkeypatch.setattr(ryml, "parse_in_arena", noisy)
+    monkeypatch.setattr(ryml, "parse_in_place", noisy)
     assert plain_yaml("a: 1\n") is UNSURE
     assert capfd.readouterr().err == "another thread's log line\n"
