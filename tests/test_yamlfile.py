@@ -25,6 +25,10 @@ CASES = [
     "\"yes\": 1", "1: one", "a: [1, 2", "a: b: c", "a:\n\tb: 1", "", "# only a comment\n",
     "- a\n- b\n", "just a scalar", "a: Is it over?\nb: 'why?'",
     "a: \"tab\\there, \\u00e9, \\x01\"",
+    # More nodes than the tree is given room for up front (it grows), and JSON over twice
+    # the YAML's size (the emit falls back to measuring its output first).
+    "a: " + "[" * 40 + "x" + "]" * 40 + "\n",
+    "".join(f"k{i}:\n" for i in range(300)),
 ]
 
 
@@ -35,6 +39,17 @@ def test_the_fast_read_is_pyyaml_or_steps_aside(text: str) -> None:
         return
     assert fast == yaml.safe_load(text)
     assert type(fast) is type(yaml.safe_load(text))
+
+
+def test_json_bigger_than_the_buffer_given_is_emitted_the_measuring_way(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ryml
+    calls = []
+    measured = ryml.emit_json
+    monkeypatch.setattr(ryml, "emit_json", lambda tree: calls.append(1) or measured(tree))
+    assert plain_yaml("a: 1\n") == {"a": 1} and not calls
+    text = "".join(f"k{i}:\n" for i in range(300))
+    assert plain_yaml(text) == {f"k{i}": None for i in range(300)} and calls
 
 
 def test_typical_rule_files_take_the_fast_way() -> None:
@@ -159,7 +174,7 @@ def test_only_the_parsers_own_message_is_kept_off_stderr(
 
     import ryml
 
-    def noisy(_buffer: bytearray) -> None:
+    def noisy(_buffer: bytearray, tree: object = None) -> None:
         os.write(2, b"another thread's log line\n")
         os.write(2, b"line=1 col=1 (3B): ERROR: [parse] parse error\n")
         os.write(2, b"/project/cpp/src/c4/yml/parse_engine.def.hpp:1: (detected here)\n")
