@@ -325,15 +325,16 @@ def _refused(rules: list[dict[str, Any]]) -> bool:
     'all' or 'any' group (RuleModel._has_positive_group), an empty `fields` list
     (RuleModel._some_fields), a group without keywords or actors (GroupModel._not_empty)."""
     for rule in rules:
-        if not rule.get("all") and not rule.get("any"):
+        every, some, semantic = rule.get("all"), rule.get("any"), rule.get("semantic")
+        if not every and not some:
             return True
         if "fields" in rule and not rule["fields"]:
             return True
-        semantic = rule.get("semantic")
-        groups = [*rule.get("all", ()), *rule.get("any", ()), *rule.get("none", ()),
-                  *(semantic.prefilter if semantic is not None else ())]
-        if any(not g.get("keywords") and not g.get("actors") for g in groups):
-            return True
+        for groups in (every, some, rule.get("none"),
+                       semantic.prefilter if semantic is not None else None):
+            for group in groups or ():
+                if not group.get("keywords") and not group.get("actors"):
+                    return True
     return False
 
 
