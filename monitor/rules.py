@@ -651,9 +651,8 @@ def resolve(files: list[RuleFile]) -> tuple[RuleSet, list[Problem]]:
     enabled = _RULE_DEFAULTS["enabled"]
     for rule_file in files:
         path = rule_file.path
-        lines = rule_file.lines.get("rules", [])
         for index, model in enumerate(rule_file.model.rules):
-            where = lines[index] if index < len(lines) else 1     # as _locate
+            where = _locate(rule_file, "rules", index)
             entry = (path, where)
             values = _values(model)
             first = seen.setdefault(values["id"], entry)
@@ -749,7 +748,7 @@ class _Resolver:
         known, actors, shared = self.known, self.actors, self.shared
         out = []
         for group in groups:
-            values = group if isinstance(group, dict) else group.__dict__    # as _values
+            values = _values(group)
             keywords = values.get("keywords")
             members = values.get("actors", ())
             mentions = values.get("min_mentions", _MIN_MENTIONS)
