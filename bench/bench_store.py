@@ -2,18 +2,21 @@
 
 Each "feed" of 20 articles goes through the same save path as a fetched feed (one transaction
 per feed: dedupe, story grouping, match, and with --subscriber an outbox row per match for one
-webhook subscriber) into SQLite and PostgreSQL. The shipped rules run keyword-only (the
-semantic model's cost is matching's, measured by bench_match.py). Reports articles/s, database
-size and peak RSS, with RSS sampled as the tables grow (it must stay flat: nothing loads a
-whole table), and the rate of a second pass where every item is a duplicate: feeds listing
-exactly the items of their last poll, then feeds listing all but one of them (found by an index
-lookup). Their fetch states are written a claim batch at a time, as in a daemon cycle.
+webhook subscriber) into SQLite and PostgreSQL, a claim batch of feeds at a time as run_cycle
+saves them, with the match worker of the default settings. The shipped rules run keyword-only
+(the semantic model's cost is matching's, measured by bench_match.py). Reports articles/s,
+database size and peak RSS (of this process and of the match worker), with RSS sampled as the
+tables grow (it must stay flat: nothing loads a whole table), and the rate of a second pass
+where every item is a duplicate: feeds listing exactly the items of their last poll, then
+feeds listing all but one of them (found by an index lookup). Their fetch states are written
+a claim batch at a time, as in a daemon cycle.
 Run: .venv/bin/python bench/bench_store.py [--pg URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -30,7 +33,8 @@ from monitor.config import Settings, SourceSpec, SubscriberSpec
 from monitor.match import Engine
 from monitor.models import Article, FetchResult
 from monitor.context import Context, Rules
-from monitor.pipeline import record_quiet, save
+from monitor.pipeline import SourceOutcome, record_quiet, save
+from monitor.prepare import Preparer
 from monitor.rules import load_rules
 from monitor.store import SourceRow, open_store
 
@@ -72,30 +76,37 @@ def run(url: str, feeds: int, subscriber: bool = False) -> dict[str, object]:
     ctx = Context(settings=Settings(database=url), store=store,
                   fetcher=None,  # type: ignore[arg-type]
                   rules=Rules(Engine(ruleset, semantic=False)), sources=specs,
-                  subscribers=[desk] if subscriber else [], channels={})
+                  subscribers=[desk] if subscriber else [], channels={},
+                  preparer=Preparer(Settings().match_workers))   # as the daemon runs it
     rng = random.Random(1)
     result = FetchResult(url="", status=200, body=b"", content_type="application/rss+xml")
     samples, elapsed, window = [], 0.0, 0.0    # time spent in save() only, not generating
-    for n in range(feeds):
-        row = SourceRow(id=f"s{n}", url=specs[f"s{n}"].url)
-        batch = articles(n, rng)
-        started = time.perf_counter()
-        save(ctx, row, specs[f"s{n}"], batch, result)
-        spent = time.perf_counter() - started
-        elapsed, window = elapsed + spent, window + spent
-        if n and n % (feeds // 8) == 0:
-            samples.append({"articles": n * 20, "rss_mb": round(rss_kb() / 1024),
-                            "articles_per_s": round(feeds // 8 * 20 / window)})
-            window = 0.0
-    # A second pass over the first 2,000 feeds (40,000 items: long enough to time; 200 feeds
-    # took under 0.1 s and swung with any hiccup): every item is a duplicate. Source rows are
-    # read from the store as a claim reads them; fetch states are written a claim batch at a
-    # time, as run_cycle does. First the feeds exactly as last polled (known from the source's
-    # items_hash), then each without its last item (known by an index lookup).
-    rng = random.Random(1)
-    again = [articles(n, rng) for n in range(min(2000, feeds))]
-    dup_rate = duplicate_pass(ctx, again, result)
-    lookup_rate = duplicate_pass(ctx, [batch[:-1] for batch in again], result)
+    claimed = 4 * ctx.settings.fetch.concurrency        # feeds a cycle saves at once
+    sample_every = max(feeds // 8, claimed)
+    with asyncio.Runner() as runner:
+        for first in range(0, feeds, claimed):
+            last = min(first + claimed, feeds)
+            batch = [(SourceRow(id=f"s{n}", url=specs[f"s{n}"].url), articles(n, rng))
+                     for n in range(first, last)]
+            started = time.perf_counter()
+            runner.run(save_all(ctx, batch, result))
+            spent = time.perf_counter() - started
+            elapsed, window = elapsed + spent, window + spent
+            if last < feeds and last // sample_every > first // sample_every:
+                samples.append({"articles": last * 20, "rss_mb": round(rss_kb() / 1024),
+                                "articles_per_s": round(sample_every * 20 / window)})
+                window = 0.0
+        # A second pass over the first 2,000 feeds (40,000 items: long enough to time; 200
+        # feeds took under 0.1 s and swung with any hiccup): every item is a duplicate. Source
+        # rows are read from the store as a claim reads them; fetch states are written a claim
+        # batch at a time, as run_cycle does. First the feeds exactly as last polled (known
+        # from the source's items_hash), then each without its last item (known by an index
+        # lookup).
+        rng = random.Random(1)
+        again = [articles(n, rng) for n in range(min(2000, feeds))]
+        dup_rate = duplicate_pass(ctx, runner, again, result)
+        lookup_rate = duplicate_pass(ctx, runner, [batch[:-1] for batch in again], result)
+    ctx.preparer.close()
     with store.session() as session:
         matched, queued = (session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
                            for table in ("matches", "deliveries"))
@@ -107,7 +118,16 @@ def run(url: str, feeds: int, subscriber: bool = False) -> dict[str, object]:
             "database_mb": round(size_mb(url), 1)}
 
 
-def duplicate_pass(ctx: Context, batches: list[list[Article]], result: FetchResult) -> float:
+async def save_all(ctx: Context, batch: list[tuple[SourceRow, list[Article]]],
+                   result: FetchResult) -> list[SourceOutcome]:
+    """A claim batch's feeds saved as run_cycle saves them: all at once, each computed by the
+    match worker while the one before is written."""
+    return list(await asyncio.gather(*(save(ctx, row, ctx.sources[row.id], items, result)
+                                       for row, items in batch)))
+
+
+def duplicate_pass(ctx: Context, runner: asyncio.Runner, batches: list[list[Article]],
+                   result: FetchResult) -> float:
     """Duplicates/s over feeds whose items are all stored: each feed's read, then its claim
     batch's fetch states in one transaction."""
     rows = [ctx.store.source(f"s{n}") for n in range(len(batches))]
@@ -117,7 +137,7 @@ def duplicate_pass(ctx: Context, batches: list[list[Article]], result: FetchResu
         chunk = [(row, batch) for row, batch in zip(rows[first:first + claimed],
                                                     batches[first:first + claimed], strict=True)
                  if row is not None]
-        outcomes = [save(ctx, row, ctx.sources[row.id], batch, result) for row, batch in chunk]
+        outcomes = runner.run(save_all(ctx, chunk, result))
         record_quiet(ctx, outcomes, {row.id: row for row, _ in chunk})
     return sum(map(len, batches)) / (time.perf_counter() - started)
 
@@ -156,6 +176,9 @@ def main() -> None:
             with psycopg.connect(args.pg, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # The match worker's, once it has exited (each run closes its preparer and waits for it).
+    results["worker_peak_rss_mb"] = round(
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     print(json.dumps(results, indent=2))
 
 

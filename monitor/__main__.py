@@ -2,4 +2,6 @@
 
 from monitor.cli import main
 
-raise SystemExit(main())
+# Guarded: a match worker process (prepare.py) starts by importing the parent's main module.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -135,6 +135,9 @@ class Settings(_Strict):
     http_host: str = "127.0.0.1"              # where that endpoint listens (a container: 0.0.0.0)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     admin: str | None = None                  # subscriber told about failing sources
+    # Processes that fingerprint and match new articles while the daemon writes the previous
+    # feed (prepare.py); 0 computes them in the daemon's own process.
+    match_workers: int = Field(1, ge=0)
     failure_alert_after: int = 5              # consecutive failures before that alert
 
     def database_url(self) -> str:

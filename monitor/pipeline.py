@@ -28,6 +28,7 @@ from monitor.models import Article, FetchResult, Match
 from monitor.notify.render import alert_dict
 from monitor.records import FetchState, NewArticle, NewDelivery
 from monitor.parse import canonical_url, clean_text, main_text, parse_feed, parse_listing
+from monitor.prepare import Prepared
 from monitor.retry import source_delay
 from monitor.store import HISTORY_DAYS, SourceRow, fetch_entry
 
@@ -137,7 +138,7 @@ async def _refresh(ctx: Context, row: SourceRow) -> SourceOutcome:
                                   ctx.now())
         if spec.full_text:
             articles = await _with_full_text(ctx, row.id, articles)
-        return save(ctx, row, spec, articles, result)
+        return await save(ctx, row, spec, articles, result)
     except (FetchError, ParseError) as exc:
         return _record_failure(ctx, row, exc)
     except Exception as exc:  # a bug or an unforeseen input must not stop the other sources
@@ -196,8 +197,8 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
     return list(await asyncio.gather(*(one(a) for a in articles)))
 
 
-def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article],
-         result: FetchResult) -> SourceOutcome:
+async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article],
+               result: FetchResult) -> SourceOutcome:
     """One transaction per fetched feed with new items, and a few statements per feed rather
     than per article: their stories, the articles, their matches, the outbox rows and the
     fetch state.
@@ -206,8 +207,10 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
     the feed lists exactly the items of the last poll (all stored by then: the source's
     `items_hash`). A feed with nothing new (the common case: a changed body repeating the
     last poll's items) writes nothing here: its fetch state is written with the other quiet
-    sources' (`record_quiet`), as for a 304. An item another writer stores between the read
-    and the insert is left to it by the unique indexes."""
+    sources' (`record_quiet`), as for a 304. The new items' fingerprints and matches are
+    computed before the transaction, in the match worker when there is one (prepare.py),
+    while other feeds are written. An item another writer stores between the read and the
+    insert is left to it by the unique indexes."""
     now = ctx.now()
     identities = [_identity(article) for article in articles]
     digest = items_digest(identities)
@@ -217,14 +220,20 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
     if not repeated:
         with ctx.store.reading() as connection:
             guids, urls = ctx.store.known_identities(connection, row.id, identities)
-    if repeated or all(_known(i, guids, urls) for i in identities):
+    fresh = [] if repeated else _new_items(articles, identities, guids, urls)
+    if not fresh:
         log.debug("source %s: %d item(s), none new [%s]", row.id, len(articles), ctx.owner)
         state = _success_state(ctx, row, result, len(articles), 0)
         return SourceOutcome(row.id, True, duplicates=len(articles),
                              state=replace(state, items_hash=digest))
+    ready = await ctx.preparer.prepare(ctx.rules.engine, row.id,
+                                       [item.article for item in fresh],
+                                       ctx.settings.fetch.parse_deadline)
+    for item, prepared in zip(fresh, ready, strict=True):
+        item.prepared = prepared
     outcome = SourceOutcome(row.id, True)
     with ctx.store.session() as session:
-        stored = _store_new(ctx, session, row.id, articles, identities, guids, urls, now)
+        stored = _store_new(ctx, session, row.id, fresh, now)
         outcome.new, outcome.duplicates = len(stored), len(articles) - len(stored)
         _match_and_queue(ctx, session, row.id, stored, now, outcome)
         state = _success_state(ctx, row, result, len(articles), outcome.new)
@@ -237,26 +246,34 @@ def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article]
     return outcome
 
 
+_UNPREPARED = Prepared(None, None, (), ())
+
+
 @dataclass
 class _Stored:
-    """A new article of the feed: its identity, story fingerprint, and once stored its id
-    and its story (None until then; `joined`: found an earlier near-duplicate's story)."""
+    """A new article of the feed: its identity, its fingerprint and matches (`prepared`), and
+    once stored its id and its story (`joined`: found an earlier near-duplicate's story)."""
 
     article: Article
     identity: tuple[str | None, str | None]
-    fingerprint: list[int] | None
-    bands: list[int] | None = None
+    prepared: Prepared = _UNPREPARED
     joined: int | None = None
     article_id: int = 0
     story_id: int = 0
 
+    @property
+    def fingerprint(self) -> list[int] | None:
+        return self.prepared.fingerprint
 
-def _store_new(ctx: Context, session: Any, source_id: str, articles: list[Article],
-               identities: list[tuple[str | None, str | None]], guids: set[str],
-               urls: set[str], now: datetime) -> list[_Stored]:
-    """Store the feed's new articles (those not among the known `guids` and `urls`: one
-    lookup of their stories, one insert) and answer them in feed order. An item repeated
-    within the feed counts once."""
+    @property
+    def bands(self) -> list[int] | None:
+        return self.prepared.bands
+
+
+def _new_items(articles: list[Article], identities: list[tuple[str | None, str | None]],
+               guids: set[str], urls: set[str]) -> list[_Stored]:
+    """The feed's items not among the known `guids` and `urls`, in feed order. An item
+    repeated within the feed counts once."""
     fresh: list[_Stored] = []
     for article, identity in zip(articles, identities, strict=True):
         if _known(identity, guids, urls):
@@ -264,9 +281,14 @@ def _store_new(ctx: Context, session: Any, source_id: str, articles: list[Articl
         guid, url = identity
         guids.update([guid] if guid else [])
         urls.update([url] if url else [])
-        fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
-        fresh.append(_Stored(article, identity, fingerprint,
-                             story.bands(fingerprint) if fingerprint else None))
+        fresh.append(_Stored(article, identity))
+    return fresh
+
+
+def _store_new(ctx: Context, session: Any, source_id: str, fresh: list[_Stored],
+               now: datetime) -> list[_Stored]:
+    """Store the feed's new articles (one lookup of their stories, one insert) and answer
+    those stored, in feed order."""
     candidates = ctx.store.similar_many(session, [item.bands for item in fresh],
                                         now - timedelta(days=2))
     for item, found in zip(fresh, candidates, strict=True):
@@ -323,16 +345,16 @@ def _join_stories_within(ctx: Context, session: Any, stored: list[_Stored]) -> N
 
 def _match_and_queue(ctx: Context, session: Any, source_id: str, stored: list[_Stored],
                      now: datetime, outcome: SourceOutcome) -> None:
-    """Match the new articles; their matches in one insert, their outbox rows in another."""
-    engine = ctx.rules.engine
+    """The stored articles' matches in one insert, their outbox rows in another."""
     matches: list[dict[str, Any]] = []
     alerts: list[tuple[Match, _Stored]] = []
     for item in stored:
-        for found in engine.match(item.article, source_id):
+        for found, explained in zip(item.prepared.matches, item.prepared.explanations,
+                                    strict=True):
             outcome.matches += 1
             ctx.metrics.matches.labels(found.rule_id).inc()
             matches.append({"article_id": item.article_id, "rule_id": found.rule_id,
-                            "explanation": explanation(found), "created_at": now})
+                            "explanation": explained, "created_at": now})
             if ctx.on_alert:
                 ctx.on_alert(found, item.article, source_id)
             if _fresh(item.article, now, ctx.settings.alert_max_age):
@@ -382,13 +404,6 @@ def article_record(source_id: str, article: Article, now: datetime,
         minhash=story.encode(fingerprint) if fingerprint else None,
         bands=tuple(bands or story.bands(fingerprint)) if fingerprint else (),
         story_id=story_id)
-
-
-def explanation(found: Match) -> dict[str, Any]:
-    return {"terms": found.terms, "actors": found.actors, "fields": found.fields,
-            "snippet": found.snippet, "marks": [list(m) for m in found.marks],
-            "hits": [[h.term, h.actor, h.field, h.start, h.end] for h in found.hits],
-            "reasons": found.reasons(), "score": found.score, "nearest": found.nearest}
 
 
 def _fresh(article: Article, now: datetime, max_age: float) -> bool:

@@ -13,6 +13,7 @@ from monitor.config import Settings, SourceSpec, SubscriberSpec, load_sources, l
 from monitor.errors import Problem
 from monitor.fetch import Fetcher, make_client
 from monitor.match import Engine
+from monitor.prepare import Preparer
 from monitor.notify import ChannelContext, channels
 from monitor.notify.render import Templates
 from monitor.context import Context, Rules, utcnow
@@ -76,11 +77,13 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
     context = Context(settings=settings, store=store, fetcher=fetcher,
                       rules=Rules(Engine(loaded.ruleset), problems=loaded.rule_problems),
                       sources={s.id: s for s in loaded.sources},
-                      subscribers=loaded.subscribers, channels=channels(channel_context))
+                      subscribers=loaded.subscribers, channels=channels(channel_context),
+                      preparer=Preparer(settings.match_workers))
     store.sync_sources(loaded.sources, utcnow())
     try:
         yield context
     finally:
+        context.preparer.close()
         await fetcher.close()
         await http.aclose()
 

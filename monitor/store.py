@@ -9,7 +9,6 @@ Times are stored as naive UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -528,10 +527,9 @@ class Store:
         return out
 
     def insert_matches(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
-        """A feed's matches, each {article_id, rule_id, explanation (dict), created_at}."""
+        """A feed's matches, each {article_id, rule_id, explanation (JSON text), created_at}."""
         if rows:
-            session.connection().execute(self._insert_match, [
-                {**row, "explanation": json.dumps(row["explanation"])} for row in rows])
+            session.connection().execute(self._insert_match, rows)
 
     @cached_property
     def _queued(self) -> Any:

@@ -69,7 +69,7 @@ def fill(ctx: Context) -> None:
         record = article_record("wire", article, NOW, None)
         article_id = store.insert_articles(session, [record])[(record.guid, record.canonical_url)]
         store.insert_matches(session, [{"article_id": article_id, "rule_id": found.rule_id,
-                                        "explanation": {}, "created_at": NOW}])
+                                        "explanation": "{}", "created_at": NOW}])
         alert = deliver.make_alert("msg_dead", found, article, "wire", "desk", NOW)
         import json
         store.queue_delivery(session, NewDelivery(

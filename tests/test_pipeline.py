@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -41,7 +42,7 @@ def context(database_url: str, subscribers: list[dict[str, object]] | None = Non
 def feed(ctx: Context, articles: list[Article]) -> tuple[int, int, int]:
     row = ctx.store.source("wire")
     assert row is not None
-    outcome = save(ctx, row, ctx.sources["wire"], articles, RESULT)
+    outcome = asyncio.run(save(ctx, row, ctx.sources["wire"], articles, RESULT))
     return outcome.new, outcome.duplicates, outcome.queued
 
 
@@ -73,7 +74,7 @@ def test_a_feed_with_nothing_new_is_recorded_with_the_quiet_sources(database_url
     assert rows(ctx, logged) == [(2, 2, False)]
     row = ctx.store.source("wire")
     assert row is not None
-    outcome = save(ctx, row, ctx.sources["wire"], [item(2), item(1)], RESULT)
+    outcome = asyncio.run(save(ctx, row, ctx.sources["wire"], [item(2), item(1)], RESULT))
     assert (outcome.new, outcome.duplicates, outcome.state is not None) == (0, 2, True)
     assert rows(ctx, logged) == [(2, 2, False)]          # nothing written yet
     record_quiet(ctx, [outcome], {"wire": row})

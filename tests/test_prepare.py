@@ -1,0 +1,143 @@
+"""Fingerprints and matches of new articles: in the match worker process, as in this one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SEED
+from monitor import story
+from monitor.errors import ParseError
+from monitor.match import Engine
+from monitor.models import Article
+from monitor.prepare import Prepared, Preparer, explanation, prepare
+from monitor.rules import load_rules
+
+QUIET = Article(url="https://example.org/q", title="Local bakery wins a prize",
+                body="The bakery on the corner won a regional prize for its bread this week.")
+RULE = """\
+rules:
+  - id: {rule}
+    title: {rule}
+    all:
+      - keywords: [{term}]
+"""
+
+
+def seed_article() -> Article:
+    title, _, body = SEED.read_text(encoding="utf-8").partition("\n")
+    return Article(url="https://example.org/seed", title=title, body=body)
+
+
+def engine_of(directory: Path, rule: str, term: str) -> Engine:
+    (directory / "rules.yaml").write_text(RULE.format(rule=rule, term=term), encoding="utf-8")
+    ruleset, problems, _ = load_rules(directory)
+    assert problems == []
+    return Engine(ruleset, semantic=False)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Engine:
+    ruleset, _, _ = load_rules(ROOT / "rules")
+    return Engine(ruleset, semantic=False)
+
+
+def run(preparer: Preparer, engine: Engine, articles: list[Article],
+        deadline: float = 30.0) -> list[Prepared]:
+    return asyncio.run(preparer.prepare(engine, "wire", articles, deadline))
+
+
+def worker_pids(preparer: Preparer) -> list[int]:
+    pool = preparer._pool
+    assert pool is not None
+    return [process.pid for process in pool._processes.values()]  # type: ignore[attr-defined]
+
+
+def test_prepare_gives_each_article_its_fingerprint_bands_and_explained_matches(
+        shipped: Engine) -> None:
+    seed, quiet = prepare(shipped, "wire", [seed_article(), QUIET])
+    text = " ".join((seed_article().title, seed_article().summary, seed_article().body))
+    assert seed.fingerprint == story.signature(text)
+    assert seed.bands == story.bands(seed.fingerprint or [])
+    assert "gaza-ceasefire" in [m.rule_id for m in seed.matches]
+    assert [json.loads(e) for e in seed.explanations] == [explanation(m) for m in seed.matches]
+    assert quiet.matches == () and quiet.explanations == ()
+
+
+def test_the_worker_process_computes_what_this_process_computes(shipped: Engine) -> None:
+    preparer = Preparer(workers=1)
+    try:
+        assert run(preparer, shipped, [seed_article(), QUIET]) == \
+            prepare(shipped, "wire", [seed_article(), QUIET])
+        assert worker_pids(preparer) and os.getpid() not in worker_pids(preparer)
+    finally:
+        preparer.close()
+
+
+def test_a_reloaded_engine_reaches_a_new_worker(tmp_path: Path) -> None:
+    before = engine_of(tmp_path, "bakery", "bakery")
+    after = engine_of(tmp_path, "bread", "bread")
+    preparer = Preparer(workers=1)
+    try:
+        assert [m.rule_id for m in run(preparer, before, [QUIET])[0].matches] == ["bakery"]
+        first = worker_pids(preparer)
+        assert [m.rule_id for m in run(preparer, after, [QUIET])[0].matches] == ["bread"]
+        assert worker_pids(preparer) != first
+    finally:
+        preparer.close()
+
+
+def test_a_lost_worker_costs_no_feed_on_the_default_back_off(
+        shipped: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    preparer = Preparer(workers=1)                  # retry_after left at its default
+    assert preparer.retry_after == 60.0
+    try:
+        run(preparer, shipped, [QUIET])
+        os.kill(worker_pids(preparer)[0], signal.SIGKILL)
+        with caplog.at_level(logging.ERROR, "monitor.prepare"):
+            got = run(preparer, shipped, [seed_article()])
+        assert got == prepare(shipped, "wire", [seed_article()])
+        assert "match worker lost" in caplog.text and "source wire" in caplog.text
+        assert preparer._pool is None               # within the back-off: computed here
+        assert run(preparer, shipped, [QUIET]) == prepare(shipped, "wire", [QUIET])
+        assert preparer._pool is None
+    finally:
+        preparer.close()
+
+
+def test_after_the_back_off_a_new_worker_starts(shipped: Engine) -> None:
+    preparer = Preparer(workers=1, retry_after=0.0)
+    try:
+        run(preparer, shipped, [QUIET])
+        lost = worker_pids(preparer)[0]
+        os.kill(lost, signal.SIGKILL)
+        run(preparer, shipped, [QUIET])             # the lost worker's feed: computed here
+        assert run(preparer, shipped, [seed_article()]) == \
+            prepare(shipped, "wire", [seed_article()])
+        assert worker_pids(preparer) and lost not in worker_pids(preparer)
+    finally:
+        preparer.close()
+
+
+def test_a_feed_past_its_deadline_fails_and_its_worker_is_stopped(shipped: Engine) -> None:
+    preparer = Preparer(workers=1)
+    try:
+        run(preparer, shipped, [QUIET])             # the worker is up
+        with pytest.raises(ParseError, match=r"matching 1 new article\(s\) took longer"):
+            run(preparer, shipped, [seed_article()], deadline=1e-9)
+        assert preparer._pool is None
+        assert run(preparer, shipped, [QUIET]) == prepare(shipped, "wire", [QUIET])
+    finally:
+        preparer.close()
+
+
+def test_no_workers_computes_here(shipped: Engine) -> None:
+    preparer = Preparer()
+    assert run(preparer, shipped, [seed_article()]) == prepare(shipped, "wire", [seed_article()])
+    assert preparer._pool is None
