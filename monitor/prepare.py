@@ -77,6 +77,12 @@ def _prepare_in_worker(source_id: str, articles: Sequence[Article]) -> list[Prep
     return prepare(_worker_engine, source_id, articles)
 
 
+# Feeds handed to one worker at a time: enough that it never waits for the next one while the
+# daemon writes, few enough that a feed's deadline covers its own work and little queueing
+# (a burst's other feeds wait their turn here, with no deadline running).
+IN_FLIGHT = 4
+
+
 @dataclass
 class Preparer:
     """Where new articles are computed: `workers` processes, or none (0: in this process).
@@ -91,26 +97,44 @@ class Preparer:
     _pool: ProcessPoolExecutor | None = None
     _engine: Engine | None = None          # the engine the pool's workers were built from
     _lost_until: float = 0.0               # computed here until then (monotonic clock)
+    _turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     async def prepare(self, engine: Engine, source_id: str, articles: Sequence[Article],
                       deadline: float) -> list[Prepared]:
         """`prepare`, in a worker when there is one, under `deadline` seconds."""
-        if not self.workers or not articles or time.monotonic() < self._lost_until:
+        if not self.workers or not articles:
             return prepare(engine, source_id, articles)
+        async with self._turn():
+            if time.monotonic() < self._lost_until:
+                return prepare(engine, source_id, articles)
+            return await self._in_worker(engine, source_id, articles, deadline)
+
+    async def _in_worker(self, engine: Engine, source_id: str, articles: Sequence[Article],
+                         deadline: float) -> list[Prepared]:
+        pool = self._pool_for(engine)
         try:
-            future = self._pool_for(engine).submit(_prepare_in_worker, source_id, articles)
+            future = pool.submit(_prepare_in_worker, source_id, articles)
             return await asyncio.wait_for(asyncio.wrap_future(future), deadline)
         except asyncio.TimeoutError:
             self._retire(kill=True)
             raise ParseError(f"matching {len(articles)} new article(s) took longer than "
                              f"{deadline:g} s; given up") from None
         except (BrokenProcessPool, OSError) as exc:    # OSError: it could not be started
-            log.error("match worker lost (%s); source %s and the next %g s of feeds are "
-                      "computed in the daemon's own process", exc or type(exc).__name__,
-                      source_id, self.retry_after)
-            self._retire(kill=True)
-            self._lost_until = time.monotonic() + self.retry_after
+            if pool is self._pool:
+                log.error("match worker lost (%s); source %s and the next %g s of feeds "
+                          "are computed in the daemon's own process",
+                          exc or type(exc).__name__, source_id, self.retry_after)
+                self._retire(kill=True)
+                self._lost_until = time.monotonic() + self.retry_after
+            # else: a worker stopped on purpose (another feed's deadline) took this one along
             return prepare(engine, source_id, articles)
+
+    def _turn(self) -> asyncio.Semaphore:
+        """The running loop's limit of feeds in the workers at once (IN_FLIGHT each)."""
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, asyncio.Semaphore(IN_FLIGHT * self.workers))
+        return self._turns[1]
 
     def _pool_for(self, engine: Engine) -> ProcessPoolExecutor:
         """The pool whose workers hold `engine`: a new one when a reload changed it (the old
@@ -135,7 +159,9 @@ class Preparer:
             # The executor has no public way to stop a worker mid-call (3.14 adds one).
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.kill()
-        pool.shutdown(wait=False, cancel_futures=kill)
+        # Killed, what it was given fails over to this process (BrokenProcessPool);
+        # otherwise the pool finishes it, then its workers exit.
+        pool.shutdown(wait=False)
 
     def close(self) -> None:
         """Stop the workers once they finish what they were given (at most a deadline)."""

@@ -16,7 +16,7 @@ from monitor import story
 from monitor.errors import ParseError
 from monitor.match import Engine
 from monitor.models import Article
-from monitor.prepare import Prepared, Preparer, explanation, prepare
+from monitor.prepare import IN_FLIGHT, Prepared, Preparer, explanation, prepare
 from monitor.rules import load_rules
 
 QUIET = Article(url="https://example.org/q", title="Local bakery wins a prize",
@@ -56,7 +56,7 @@ def run(preparer: Preparer, engine: Engine, articles: list[Article],
 def worker_pids(preparer: Preparer) -> list[int]:
     pool = preparer._pool
     assert pool is not None
-    return [process.pid for process in pool._processes.values()]  # type: ignore[attr-defined]
+    return [process.pid for process in pool._processes.values() if process.pid]
 
 
 def test_prepare_gives_each_article_its_fingerprint_bands_and_explained_matches(
@@ -141,3 +141,51 @@ def test_no_workers_computes_here(shipped: Engine) -> None:
     preparer = Preparer()
     assert run(preparer, shipped, [seed_article()]) == prepare(shipped, "wire", [seed_article()])
     assert preparer._pool is None
+
+
+def test_a_burst_waits_its_turn_outside_the_workers(shipped: Engine,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most IN_FLIGHT feeds per worker are handed over at once, so a feed's deadline
+    covers its own work, not the whole burst queued before it."""
+    preparer = Preparer(workers=1)
+    inside, most = 0, 0
+    real = Preparer._in_worker
+
+    async def counted(self: Preparer, *args: object) -> list[Prepared]:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        try:
+            return await real(self, *args)  # type: ignore[arg-type]
+        finally:
+            inside -= 1
+
+    monkeypatch.setattr(Preparer, "_in_worker", counted)
+
+    async def burst() -> list[list[Prepared]]:
+        return list(await asyncio.gather(*(preparer.prepare(shipped, f"s{n}", [QUIET], 30.0)
+                                           for n in range(3 * IN_FLIGHT))))
+    try:
+        assert asyncio.run(burst()) == [prepare(shipped, "wire", [QUIET])] * (3 * IN_FLIGHT)
+        assert most == IN_FLIGHT
+    finally:
+        preparer.close()
+
+
+def test_feeds_in_a_worker_stopped_for_another_feeds_deadline_are_computed_here(
+        shipped: Engine) -> None:
+    preparer = Preparer(workers=1)
+
+    async def together() -> list[object]:
+        return list(await asyncio.gather(
+            preparer.prepare(shipped, "slow", [seed_article()], 1e-9),
+            *(preparer.prepare(shipped, "wire", [QUIET], 30.0) for _ in range(2)),
+            return_exceptions=True))
+    try:
+        run(preparer, shipped, [QUIET])             # the worker is up
+        late, *others = asyncio.run(together())
+        assert isinstance(late, ParseError)
+        assert others == [prepare(shipped, "wire", [QUIET])] * 2
+        assert preparer._lost_until == 0.0          # not taken for a lost worker
+    finally:
+        preparer.close()
