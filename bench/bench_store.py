@@ -3,8 +3,9 @@
 Each "feed" of 20 articles goes through the same save path as a fetched feed (one transaction
 per feed: dedupe, story grouping, match, and with --subscriber an outbox row per match for one
 webhook subscriber) into SQLite and PostgreSQL, a claim batch of feeds at a time as run_cycle
-saves them, with the match worker of the default settings. The shipped rules run keyword-only
-(the semantic model's cost is matching's, measured by bench_match.py). Reports articles/s,
+saves them, with the match workers of the default settings (SQLite: one; PostgreSQL: none).
+The shipped rules run keyword-only (the semantic model's cost is matching's, measured by
+bench_match.py). Reports articles/s,
 database size and peak RSS (of this process and of the match worker), with RSS sampled as the
 tables grow (it must stay flat: nothing loads a whole table), and the rate of a second pass
 where every item is a duplicate: feeds listing exactly the items of their last poll, then
@@ -73,11 +74,12 @@ def run(url: str, feeds: int, subscriber: bool = False) -> dict[str, object]:
     store.sync_sources(list(specs.values()), datetime.now(timezone.utc))
     desk = SubscriberSpec.model_validate({"name": "desk",
                                           "webhook": "https://hooks.example.org/news"})
-    ctx = Context(settings=Settings(database=url), store=store,
+    settings = Settings(database=url)
+    ctx = Context(settings=settings, store=store,
                   fetcher=None,  # type: ignore[arg-type]
                   rules=Rules(Engine(ruleset, semantic=False)), sources=specs,
                   subscribers=[desk] if subscriber else [], channels={},
-                  preparer=Preparer(Settings().match_workers))   # as the daemon runs it
+                  preparer=Preparer(settings.match_worker_count()))  # as the daemon
     rng = random.Random(1)
     result = FetchResult(url="", status=200, body=b"", content_type="application/rss+xml")
     samples, elapsed, window = [], 0.0, 0.0    # time spent in save() only, not generating

@@ -17,6 +17,8 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -70,6 +72,17 @@ _worker_engine: Engine | None = None
 def _start_worker(ruleset: RuleSet, semantic: bool) -> None:
     global _worker_engine
     _worker_engine = Engine(ruleset, semantic=semantic)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="parent-watch",
+                         daemon=True).start()
+
+
+def _exit_with(parent: Any) -> None:
+    """A worker outlives a daemon killed outright (SIGKILL, the OOM killer): it holds both
+    ends of its own task queue, so it never sees the queue close. It exits with the daemon."""
+    parent.join()
+    os._exit(0)
 
 
 def _prepare_in_worker(source_id: str, articles: Sequence[Article]) -> list[Prepared]:
@@ -147,6 +160,8 @@ class Preparer:
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker, initargs=(engine.ruleset, engine.semantic))
             self._engine = engine
+            log.info("match worker(s) starting: %d, with %d rule(s)", self.workers,
+                     len(engine.ruleset.rules))
         return self._pool
 
     def _retire(self, kill: bool = False) -> None:

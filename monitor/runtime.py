@@ -78,7 +78,7 @@ async def running(settings: Settings, loaded: Loaded, out: TextIO = sys.stdout,
                       rules=Rules(Engine(loaded.ruleset), problems=loaded.rule_problems),
                       sources={s.id: s for s in loaded.sources},
                       subscribers=loaded.subscribers, channels=channels(channel_context),
-                      preparer=Preparer(settings.match_workers))
+                      preparer=Preparer(settings.match_worker_count()))
     store.sync_sources(loaded.sources, utcnow())
     try:
         yield context

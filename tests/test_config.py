@@ -32,6 +32,21 @@ def test_defaults_are_the_embedded_ones() -> None:
     assert settings.subscribers is None and settings.allow_private_networks is False
 
 
+def test_match_workers_default_to_one_on_sqlite_and_none_on_postgresql(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert Settings().match_workers is None and Settings().match_worker_count() == 1
+    assert Settings(database="postgresql://db/monitor").match_worker_count() == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert Settings().match_worker_count() == 0
+    config = tmp_path / "monitor.yaml"
+    config.write_text("database: postgresql://db/monitor\nmatch_workers: 2\n", encoding="utf-8")
+    assert load_settings(config)[0].match_worker_count() == 2
+    config.write_text("match_workers: -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="match_workers"):
+        load_settings(config)
+
+
 def test_sources_problems_are_located_and_others_kept(tmp_path: Path) -> None:
     path = tmp_path / "sources.yaml"
     path.write_text("sources:\n"

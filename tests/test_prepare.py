@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,13 @@ rules:
     all:
       - keywords: [{term}]
 """
+
+
+# An article whose matching takes far longer than the deadlines below (the whole body is
+# scanned, and every word is a hit), so a worker cannot beat them even on a busy machine.
+HEAVY = Article(url="https://example.org/heavy", title="Gaza ceasefire",
+                body="Hamas agreed a ceasefire in Gaza. " * 40_000)
+SHORT = 0.005
 
 
 def seed_article() -> Article:
@@ -130,7 +140,7 @@ def test_a_feed_past_its_deadline_fails_and_its_worker_is_stopped(shipped: Engin
     try:
         run(preparer, shipped, [QUIET])             # the worker is up
         with pytest.raises(ParseError, match=r"matching 1 new article\(s\) took longer"):
-            run(preparer, shipped, [seed_article()], deadline=1e-9)
+            run(preparer, shipped, [HEAVY], deadline=SHORT)
         assert preparer._pool is None
         assert run(preparer, shipped, [QUIET]) == prepare(shipped, "wire", [QUIET])
     finally:
@@ -178,7 +188,7 @@ def test_feeds_in_a_worker_stopped_for_another_feeds_deadline_are_computed_here(
 
     async def together() -> list[object]:
         return list(await asyncio.gather(
-            preparer.prepare(shipped, "slow", [seed_article()], 1e-9),
+            preparer.prepare(shipped, "slow", [HEAVY], SHORT),
             *(preparer.prepare(shipped, "wire", [QUIET], 30.0) for _ in range(2)),
             return_exceptions=True))
     try:
@@ -189,3 +199,49 @@ def test_feeds_in_a_worker_stopped_for_another_feeds_deadline_are_computed_here(
         assert preparer._lost_until == 0.0          # not taken for a lost worker
     finally:
         preparer.close()
+
+
+DAEMON = """
+import asyncio, sys
+from pathlib import Path
+from monitor.match import Engine
+from monitor.models import Article
+from monitor.prepare import Preparer
+from monitor.rules import load_rules
+
+if __name__ == "__main__":
+    ruleset, _, _ = load_rules(Path(sys.argv[1]))
+    preparer = Preparer(workers=1)
+    asyncio.run(preparer.prepare(Engine(ruleset, semantic=False), "wire",
+                                 [Article(url="u", title="t")], 30.0))
+    print(*[p.pid for p in preparer._pool._processes.values()], flush=True)
+    sys.stdin.read()                    # until killed
+"""
+
+
+def test_a_worker_exits_when_its_daemon_is_killed_outright(tmp_path: Path) -> None:
+    script = tmp_path / "daemon.py"
+    script.write_text(DAEMON, encoding="utf-8")
+    daemon = subprocess.Popen([sys.executable, str(script), str(ROOT / "rules")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stdout is not None
+        worker = int(daemon.stdout.readline())
+        assert alive(worker)
+        daemon.kill()                   # SIGKILL: no clean-up runs in the daemon
+        daemon.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(worker)
+    finally:
+        daemon.kill()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process is running (a zombie, exited but not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
