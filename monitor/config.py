@@ -114,6 +114,15 @@ class DashboardSettings(_Strict):
         return value if value else None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: a container's or `taskset`'s limit, not the host's
+    count (a worker sharing the daemon's one core would only add its overhead)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:             # not on Linux
+        return os.cpu_count() or 1
+
+
 class Settings(_Strict):
     """The config file. Defaults are the embedded ones `demo`, `once` and `run` fall back on."""
 
@@ -142,14 +151,14 @@ class Settings(_Strict):
     failure_alert_after: int = 5              # consecutive failures before that alert
 
     def match_worker_count(self) -> int:
-        """`match_workers`, or unset: one on SQLite with two cores or more, where the database
-        work runs inside the daemon's process and the match worker takes the other core; none
-        on PostgreSQL, whose server process needs that core (bench_store.py, 2 cores and the
+        """`match_workers`, or unset: one on SQLite with two usable cores or more, where the
+        database work runs inside the daemon's process and the match worker takes the other core;
+        none on PostgreSQL, whose server process needs that core (bench_store.py, 2 cores and the
         server local: 954 new articles/s with the worker, 1,722 without)."""
         if self.match_workers is not None:
             return self.match_workers
         sqlite = self.database.startswith("sqlite")
-        return 1 if sqlite and (os.cpu_count() or 1) >= 2 else 0
+        return 1 if sqlite and usable_cores() >= 2 else 0
 
     def database_url(self) -> str:
         """The database URL to connect with: the password from the environment, if named."""

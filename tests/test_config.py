@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from monitor.config import (Settings, load_settings, load_sources, load_subscribers,
-                            parse_duration)
+                            parse_duration, usable_cores)
 from monitor.errors import ConfigError
 
 
@@ -34,10 +37,10 @@ def test_defaults_are_the_embedded_ones() -> None:
 
 def test_match_workers_default_to_one_on_sqlite_and_none_on_postgresql(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("monitor.config.usable_cores", lambda: 2)
     assert Settings().match_workers is None and Settings().match_worker_count() == 1
     assert Settings(database="postgresql://db/monitor").match_worker_count() == 0
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    monkeypatch.setattr("monitor.config.usable_cores", lambda: 1)
     assert Settings().match_worker_count() == 0
     config = tmp_path / "monitor.yaml"
     config.write_text("database: postgresql://db/monitor\nmatch_workers: 2\n", encoding="utf-8")
@@ -45,6 +48,15 @@ def test_match_workers_default_to_one_on_sqlite_and_none_on_postgresql(
     config.write_text("match_workers: -1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="match_workers"):
         load_settings(config)
+
+
+def test_usable_cores_follow_the_process_affinity() -> None:
+    assert usable_cores() == len(os.sched_getaffinity(0))
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
+                             "from monitor.config import Settings; "
+                             "print(Settings().match_worker_count())"],
+                            capture_output=True, text=True, check=True)
+    assert pinned.stdout.strip() == "0"           # one core: the worker would share it
 
 
 def test_sources_problems_are_located_and_others_kept(tmp_path: Path) -> None:
