@@ -124,8 +124,9 @@ class Preparer:
 
     async def _in_worker(self, engine: Engine, source_id: str, articles: Sequence[Article],
                          deadline: float) -> list[Prepared]:
-        pool = self._pool_for(engine)
+        pool = None
         try:
+            pool = self._pool_for(engine)
             future = pool.submit(_prepare_in_worker, source_id, articles)
             return await asyncio.wait_for(asyncio.wrap_future(future), deadline)
         except asyncio.TimeoutError:
@@ -133,9 +134,9 @@ class Preparer:
             raise ParseError(f"matching {len(articles)} new article(s) took longer than "
                              f"{deadline:g} s; given up") from None
         except (BrokenProcessPool, OSError) as exc:    # OSError: it could not be started
-            if pool is self._pool:
-                log.error("match worker lost (%s); source %s and the next %g s of feeds "
-                          "are computed in the daemon's own process",
+            if pool is None or pool is self._pool:
+                log.error("match worker lost or not started (%s); source %s and the next "
+                          "%g s of feeds are computed in the daemon's own process",
                           exc or type(exc).__name__, source_id, self.retry_after)
                 self._retire(kill=True)
                 self._lost_until = time.monotonic() + self.retry_after

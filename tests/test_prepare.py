@@ -245,3 +245,18 @@ def alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_that_cannot_be_started_costs_no_feed(shipped: Engine,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise OSError(38, "Function not implemented")        # no /dev/shm for its locks
+
+    monkeypatch.setattr("monitor.prepare.ProcessPoolExecutor", refused)
+    preparer = Preparer(workers=1)
+    with caplog.at_level(logging.ERROR, "monitor.prepare"):
+        assert run(preparer, shipped, [seed_article()]) == \
+            prepare(shipped, "wire", [seed_article()])
+    assert "match worker lost" in caplog.text and "Function not implemented" in caplog.text
+    assert preparer._lost_until > 0
