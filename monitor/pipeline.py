@@ -220,17 +220,17 @@ async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Ar
     if not repeated:
         with ctx.store.reading() as connection:
             guids, urls = ctx.store.known_identities(connection, row.id, identities)
-    fresh = [] if repeated else _new_items(articles, identities, guids, urls)
-    if not fresh:
+    new = [] if repeated else _new_items(articles, identities, guids, urls)
+    if not new:
         log.debug("source %s: %d item(s), none new [%s]", row.id, len(articles), ctx.owner)
         state = _success_state(ctx, row, result, len(articles), 0)
         return SourceOutcome(row.id, True, duplicates=len(articles),
                              state=replace(state, items_hash=digest))
     ready = await ctx.preparer.prepare(ctx.rules.engine, row.id,
-                                       [item.article for item in fresh],
+                                       [article for article, _ in new],
                                        ctx.settings.fetch.parse_deadline)
-    for item, prepared in zip(fresh, ready, strict=True):
-        item.prepared = prepared
+    fresh = [_Stored(article, identity, prepared)
+             for (article, identity), prepared in zip(new, ready, strict=True)]
     outcome = SourceOutcome(row.id, True)
     with ctx.store.session() as session:
         stored = _store_new(ctx, session, row.id, fresh, now)
@@ -246,9 +246,6 @@ async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Ar
     return outcome
 
 
-_UNPREPARED = Prepared(None, None, (), ())
-
-
 @dataclass
 class _Stored:
     """A new article of the feed: its identity, its fingerprint and matches (`prepared`), and
@@ -256,7 +253,7 @@ class _Stored:
 
     article: Article
     identity: tuple[str | None, str | None]
-    prepared: Prepared = _UNPREPARED
+    prepared: Prepared
     joined: int | None = None
     article_id: int = 0
     story_id: int = 0
@@ -271,17 +268,18 @@ class _Stored:
 
 
 def _new_items(articles: list[Article], identities: list[tuple[str | None, str | None]],
-               guids: set[str], urls: set[str]) -> list[_Stored]:
-    """The feed's items not among the known `guids` and `urls`, in feed order. An item
-    repeated within the feed counts once."""
-    fresh: list[_Stored] = []
+               guids: set[str], urls: set[str]
+               ) -> list[tuple[Article, tuple[str | None, str | None]]]:
+    """The feed's items not among the known `guids` and `urls`, with their identities, in
+    feed order. An item repeated within the feed counts once."""
+    fresh: list[tuple[Article, tuple[str | None, str | None]]] = []
     for article, identity in zip(articles, identities, strict=True):
         if _known(identity, guids, urls):
             continue
         guid, url = identity
         guids.update([guid] if guid else [])
         urls.update([url] if url else [])
-        fresh.append(_Stored(article, identity))
+        fresh.append((article, identity))
     return fresh
 
 
