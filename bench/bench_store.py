@@ -3,9 +3,11 @@
 Each "feed" of 20 articles goes through the same save path as a fetched feed (one transaction
 per feed: dedupe, story grouping, match, and with --subscriber an outbox row per match for one
 webhook subscriber) into SQLite and PostgreSQL, a claim batch of feeds at a time as run_cycle
-saves them, with the match workers of the default settings (SQLite: one; PostgreSQL: none).
-The shipped rules run keyword-only (the semantic model's cost is matching's, measured by
-bench_match.py). Reports articles/s, database size and peak RSS (of this process and of the
+saves them, with the match workers of the default settings (SQLite: one; PostgreSQL: none)
+and the default group commit (PostgreSQL: feeds ready at once share a commit, each in its own
+savepoint; SQLite: each feed alone). The shipped rules run keyword-only (the semantic model's cost is matching's, measured by
+bench_match.py). Reports articles/s, the CPU per new article of the main thread, the main process and the
+match worker, feeds per commit, database size and peak RSS (of this process and of the
 match worker), with RSS sampled as the tables grow (it must stay flat: nothing loads a whole
 table), and the rate of a second pass where every item is a duplicate: feeds listing exactly
 the items of their last poll, then feeds listing all but one of them (found by an index
@@ -84,14 +86,21 @@ def run(url: str, feeds: int, subscriber: bool = False) -> dict[str, object]:
     samples, elapsed, window = [], 0.0, 0.0    # time spent in save() only, not generating
     claimed = 4 * ctx.settings.fetch.concurrency        # feeds a cycle saves at once
     sample_every = max(feeds // 8, claimed)
+    # CPU spent in save() too: this thread's, this process's, and the match worker's (which
+    # has exited once the preparer is closed; its start, building the engine, included).
+    main_cpu = proc_cpu = 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = -(children.ru_utime + children.ru_stime)
     with asyncio.Runner() as runner:
         for first in range(0, feeds, claimed):
             last = min(first + claimed, feeds)
             batch = [(SourceRow(id=f"s{n}", url=specs[f"s{n}"].url), articles(n, rng))
                      for n in range(first, last)]
-            started = time.perf_counter()
+            started, thread, process = time.perf_counter(), time.thread_time(), time.process_time()
             runner.run(save_all(ctx, batch, result))
             spent = time.perf_counter() - started
+            main_cpu += time.thread_time() - thread
+            proc_cpu += time.process_time() - process
             elapsed, window = elapsed + spent, window + spent
             if last < feeds and last // sample_every > first // sample_every:
                 samples.append({"articles": last * 20, "rss_mb": round(rss_kb() / 1024),
@@ -108,11 +117,19 @@ def run(url: str, feeds: int, subscriber: bool = False) -> dict[str, object]:
         dup_rate = duplicate_pass(ctx, runner, again, result)
         lookup_rate = duplicate_pass(ctx, runner, [batch[:-1] for batch in again], result)
     ctx.preparer.close()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu += children.ru_utime + children.ru_stime
+    feeds_per_commit = ctx.commits.written / max(ctx.commits.groups, 1)
     with store.session() as session:
         matched, queued = (session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
                            for table in ("matches", "deliveries"))
     return {"articles": feeds * 20, "seconds": round(elapsed, 1), "matches": matched,
-            "outbox_rows": queued,
+            "outbox_rows": queued, "feeds_per_commit": round(feeds_per_commit, 1),
+            # CPU ms per new article: the main thread, the main process (its threads hand
+            # feeds to the worker and read back results), the match worker.
+            "cpu_ms_per_article": {name: round(seconds * 1000 / (feeds * 20), 3) for name, seconds
+                                   in (("main_thread", main_cpu), ("main_process", proc_cpu),
+                                       ("worker", worker_cpu))},
             "articles_per_s": round(feeds * 20 / elapsed),
             "duplicates_per_s": round(dup_rate),
             "duplicates_by_lookup_per_s": round(lookup_rate), "samples": samples,

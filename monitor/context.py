@@ -15,6 +15,7 @@ from typing import Callable
 from monitor.config import Settings, SourceSpec, SubscriberSpec
 from monitor.errors import Problem
 from monitor.fetch import Fetcher
+from monitor.groupcommit import GroupCommit
 from monitor.match import Engine
 from monitor.metrics import Metrics
 from monitor.models import Article, Match
@@ -71,3 +72,8 @@ class Context:
     # Where new articles are fingerprinted and matched: the daemon's commands give it the
     # configured match workers (`running`); built directly, a context computes them itself.
     preparer: Preparer = field(default_factory=Preparer)
+    # Where each feed's transaction is written: feeds ready at once share a commit.
+    commits: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commits = GroupCommit(self.store)

@@ -226,13 +226,15 @@ async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Ar
         state = _success_state(ctx, row, result, len(articles), 0)
         return SourceOutcome(row.id, True, duplicates=len(articles),
                              state=replace(state, items_hash=digest))
-    ready = await ctx.preparer.prepare(ctx.rules.engine, row.id,
-                                       [article for article, _ in new],
-                                       ctx.settings.fetch.parse_deadline)
+    with ctx.commits.preparing():
+        ready = await ctx.preparer.prepare(ctx.rules.engine, row.id,
+                                           [article for article, _ in new],
+                                           ctx.settings.fetch.parse_deadline)
     fresh = [_Stored(article, identity, prepared)
              for (article, identity), prepared in zip(new, ready, strict=True)]
-    outcome = SourceOutcome(row.id, True)
-    with ctx.store.session() as session:
+
+    def write(session: Any) -> SourceOutcome:
+        outcome = SourceOutcome(row.id, True)
         stored = _store_new(ctx, session, row.id, fresh, now)
         outcome.new, outcome.duplicates = len(stored), len(articles) - len(stored)
         _match_and_queue(ctx, session, row.id, stored, now, outcome)
@@ -241,6 +243,10 @@ async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Ar
         ctx.store.log_fetch(session, row.id, now, True, result.status, len(articles),
                             outcome.new)
         _tell_admin_recovered(ctx, session, row)
+        return outcome
+
+    outcome = await ctx.commits.write(write, len(fresh))
+    ctx.store.stored_articles(outcome.new)
     log.debug("source %s: %d item(s), %d new, %d match(es) [%s]", row.id, len(articles),
               outcome.new, outcome.matches, ctx.owner)
     return outcome

@@ -226,3 +226,36 @@ def test_a_connection_dropped_just_after_use_fails_one_statement_then_reconnects
         assert add(store, "a", Article(url="https://x.org/after", title="After"))
     finally:
         drop_pg_database(url)
+
+
+def test_a_postgresql_server_without_autovacuum_gets_articles_analyzed_by_the_store() -> None:
+    """Lookups planned while `articles` was empty stayed sequential scans on a server whose
+    autovacuum is off (this machine's): the store analyzes the table itself as it grows,
+    at 50 new rows first; where autovacuum runs, it leaves that to the server."""
+    from conftest import drop_pg_database, make_pg_database
+    url = make_pg_database()
+    try:
+        store = open_store(url)
+
+        def analyzed() -> bool:
+            with store.reading() as connection:
+                return connection.execute(text(
+                    "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                    "WHERE relname = 'articles'")).scalar_one()
+
+        with store.reading() as connection:
+            autovacuum = connection.execute(text("SHOW autovacuum")).scalar_one() == "on"
+        for n in range(60):
+            add(store, "a", Article(url=f"https://x.org/{n}", title=f"Item {n}"))
+        store.stored_articles(49)
+        assert not analyzed()
+        store.stored_articles(11)
+        assert analyzed() is not autovacuum
+    finally:
+        drop_pg_database(url)
+
+
+def test_sqlite_is_never_analyzed_by_the_store(tmp_path: object) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/store.db")
+    store.stored_articles(10_000)             # nothing to do, and no query sent
+    assert store._analyzes is None
