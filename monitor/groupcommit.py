@@ -56,7 +56,6 @@ class GroupCommit:
     written: int = 0
     _pending: list[_Pending] = field(default_factory=list, repr=False)
     _preparing: int = 0
-    _size: int = 0
     _soon: asyncio.Handle | None = field(default=None, repr=False)
     _later: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -80,7 +79,6 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         pending = _Pending(work, size, loop.create_future())
         self._pending.append(pending)
-        self._size += size
         if self._later is None:
             self._later = loop.call_later(self.wait, self._flush)
         self._schedule()
@@ -88,7 +86,7 @@ class GroupCommit:
 
     def _schedule(self) -> None:
         if self._pending and self._soon is None and (
-                self._preparing == 0 or self._size >= self.limit):
+                self._preparing == 0 or sum(p.size for p in self._pending) >= self.limit):
             self._soon = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
@@ -100,7 +98,6 @@ class GroupCommit:
         size = 0
         while self._pending and (not group or size + self._pending[0].size <= self.limit):
             pending = self._pending.pop(0)
-            self._size -= pending.size
             if not pending.future.cancelled():      # its save was given up (a deadline)
                 group.append(pending)
                 size += pending.size

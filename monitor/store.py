@@ -347,9 +347,9 @@ class Store:
         """Keep the planner's view of `articles` current on a PostgreSQL server that does
         not (autovacuum off): analyzed after 50 new rows plus three times those last counted
         (at 50, 200, 800... rows: plans settle while the table is small; reading a sample of
-        a large table is not free). Without it, a new database's lookups were planned once, while
-        the table was empty, as sequential scans, and stayed so (484 duplicates/s instead
-        of 29,000 in bench_store.py)."""
+        a large table is not free). Without it, a new database's lookups were planned once,
+        while the table was empty, as sequential scans, and stayed so (484 duplicates/s
+        instead of 29,000 in bench_store.py)."""
         if self.dialect != "postgresql" or count <= 0:
             return
         if self._analyzes is None:

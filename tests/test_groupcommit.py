@@ -182,7 +182,6 @@ def test_a_feed_given_up_before_its_group_is_not_written(tmp_path: Any) -> None:
     assert stored(store) == [2]
 
 
-
 def test_on_the_defaults_postgresql_groups_feeds_and_sqlite_writes_each_alone(
         database_url: str) -> None:
     store = probe_store(database_url)
