@@ -1,25 +1,24 @@
-"""Group commit: on PostgreSQL, the feeds ready to store at one moment share one transaction,
-each in its own savepoint.
+"""Group commit: the feeds ready to store at one moment share one transaction, each in its
+own savepoint.
 
 A feed's new articles, matches and outbox rows still commit together, and a feed that fails
 rolls back alone (to its savepoint) while the others of its group commit. What a group saves
-is a commit's wait for the server's log flush: on PostgreSQL, 20 feeds a commit stored
-5-9% more new articles/s (bench_store.py, interleaved runs). On SQLite a feed is its own
-group: a commit there costs the index pages the feed dirtied (~200 at random places), which
-feeds do not share at any real size, and 20 feeds a commit gave no gain at 200,000 articles.
+is per-commit work: on PostgreSQL the wait for the server's log flush; on SQLite the index
+pages a commit writes to its log, since feeds committed together write a page they share
+once (bench_store.py, interleaved runs: PostgreSQL 5-9% more new articles/s at 20 feeds a
+commit; SQLite 15-20% at the ~3 feeds a commit the match worker's pace gives).
 
-A group is written once no other feed is being prepared (`preparing`: fingerprinted and
-matched, in the match worker or inline), once it holds its limit of articles, or GROUP_WAIT
-after its first feed was ready. One feed at a time, the group is that feed alone, written
-as soon as the event loop is free. The write is synchronous: no lock is held across an await.
+A group is written as soon as the event loop is free: it holds the feeds that became ready
+while the last one was being written, up to `limit` articles. Nothing waits for a feed still
+being prepared, so the match worker and the writer never wait on each other: the faster the
+worker, the larger the groups. The write is synchronous: no lock is held across an await.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 from sqlmodel import Session
 
@@ -27,11 +26,19 @@ from monitor.store import Store
 
 _T = TypeVar("_T")
 
-# Articles one group may hold, by backend: bounds how long one commit holds the event loop
-# (20 feeds of 20 articles: ~180 ms on PostgreSQL here). 1: each feed alone.
-GROUP_ARTICLES = {"postgresql": 400, "sqlite": 1}
-# The longest a ready feed waits for others still being prepared to join its group.
-GROUP_WAIT = 0.5
+# Articles one group may hold: bounds how long one commit holds the event loop (20 feeds of
+# 20 articles: ~180 ms on PostgreSQL here). A larger feed is a group of its own.
+GROUP_ARTICLES = 400
+
+
+# PostgreSQL's codes for a statement that lost a lock conflict rather than failed on its
+# data: deadlock detected, serialization failure, lock not available.
+TRANSIENT = {"40P01", "40001", "55P03"}
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` is a lost lock conflict, which the same write may win a moment later."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in TRANSIENT
 
 
 @dataclass
@@ -39,39 +46,22 @@ class _Pending:
     work: Callable[[Session], Any]
     size: int
     future: asyncio.Future[Any]
+    retried: bool = False
 
 
 @dataclass
 class GroupCommit:
     """Writes `work(session)` calls in groups; build one per store and pass it in.
 
-    A group is written once nothing else is being prepared (`preparing`), once it holds
-    `limit` articles, or GROUP_WAIT seconds after its first feed was ready, whichever comes
-    first."""
+    A group is written at the event loop's next turn after its first feed was ready, with
+    every feed ready by then, up to `limit` articles."""
 
     store: Store
-    limit: int = 0                          # 0: GROUP_ARTICLES for the store's backend
-    wait: float = GROUP_WAIT
+    limit: int = GROUP_ARTICLES
     groups: int = 0                         # commits made, and feeds they wrote
     written: int = 0
     _pending: list[_Pending] = field(default_factory=list, repr=False)
-    _preparing: int = 0
     _soon: asyncio.Handle | None = field(default=None, repr=False)
-    _later: asyncio.TimerHandle | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        self.limit = self.limit or GROUP_ARTICLES.get(self.store.dialect, 1)
-
-    @contextmanager
-    def preparing(self) -> Iterator[None]:
-        """Around a feed's preparation, when it will be written next: its group waits
-        for it rather than commit without it."""
-        self._preparing += 1
-        try:
-            yield
-        finally:
-            self._preparing -= 1
-            self._schedule()
 
     async def write(self, work: Callable[[Session], _T], size: int = 1) -> _T:
         """`work` run in a savepoint of the next group commit; its result once committed.
@@ -79,21 +69,12 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         pending = _Pending(work, size, loop.create_future())
         self._pending.append(pending)
-        if self._later is None:
-            self._later = loop.call_later(self.wait, self._flush)
-        self._schedule()
+        if self._soon is None:
+            self._soon = loop.call_soon(self._flush)
         return await pending.future  # type: ignore[no-any-return]
 
-    def _schedule(self) -> None:
-        if self._pending and self._soon is None and (
-                self._preparing == 0 or sum(p.size for p in self._pending) >= self.limit):
-            self._soon = asyncio.get_running_loop().call_soon(self._flush)
-
     def _flush(self) -> None:
-        for handle in (self._soon, self._later):
-            if handle is not None:
-                handle.cancel()
-        self._soon = self._later = None
+        self._soon = None
         group: list[_Pending] = []
         size = 0
         while self._pending and (not group or size + self._pending[0].size <= self.limit):
@@ -101,14 +82,18 @@ class GroupCommit:
             if not pending.future.cancelled():      # its save was given up (a deadline)
                 group.append(pending)
                 size += pending.size
-        if self._pending:                            # the rest: a group of their own
-            self._later = asyncio.get_running_loop().call_later(self.wait, self._flush)
-            self._schedule()
+        if self._pending:                            # the rest: the next group
+            self._soon = asyncio.get_running_loop().call_soon(self._flush)
         if group:
             self._commit(group)
 
     def _commit(self, group: list[_Pending]) -> None:
+        """The group in one transaction, each feed in a savepoint. A feed whose write lost a
+        lock conflict (another process's transaction held a row it needed while waiting for
+        one this group holds: PostgreSQL aborts one of the two) goes again, once, at the
+        head of the next group, after this one has committed and let go of its rows."""
         done: list[tuple[_Pending, Any]] = []
+        again: list[_Pending] = []
         try:
             with self.store.session() as session:
                 for pending in group:
@@ -116,7 +101,11 @@ class GroupCommit:
                         with session.begin_nested():
                             done.append((pending, pending.work(session)))
                     except Exception as exc:  # noqa: BLE001 (its own error, raised to its caller)
-                        _settle(pending.future, exc)
+                        if transient(exc) and not pending.retried:
+                            pending.retried = True
+                            again.append(pending)
+                        else:
+                            _settle(pending.future, exc)
         except Exception as exc:  # noqa: BLE001 (the group's commit failed: every feed in it)
             for pending in group:
                 _settle(pending.future, exc)
@@ -125,6 +114,10 @@ class GroupCommit:
         self.written += len(done)
         for pending, result in done:
             _settle(pending.future, result=result)
+        if again:
+            self._pending[:0] = again
+            if self._soon is None:
+                self._soon = asyncio.get_running_loop().call_soon(self._flush)
 
 
 def _settle(future: asyncio.Future[Any], error: BaseException | None = None,

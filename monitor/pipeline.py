@@ -226,10 +226,9 @@ async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Ar
         state = _success_state(ctx, row, result, len(articles), 0)
         return SourceOutcome(row.id, True, duplicates=len(articles),
                              state=replace(state, items_hash=digest))
-    with ctx.commits.preparing():
-        ready = await ctx.preparer.prepare(ctx.rules.engine, row.id,
-                                           [article for article, _ in new],
-                                           ctx.settings.fetch.parse_deadline)
+    ready = await ctx.preparer.prepare(ctx.rules.engine, row.id,
+                                       [article for article, _ in new],
+                                       ctx.settings.fetch.parse_deadline)
     fresh = [_Stored(article, identity, prepared)
              for (article, identity), prepared in zip(new, ready, strict=True)]
 
