@@ -6,7 +6,8 @@ rolls back alone (to its savepoint) while the others of its group commit. What a
 is per-commit work: on PostgreSQL the wait for the server's log flush; on SQLite the index
 pages a commit writes to its log, since feeds committed together write a page they share
 once (bench_store.py, interleaved runs: PostgreSQL 5-9% more new articles/s at 20 feeds a
-commit; SQLite 15-20% at the ~3 feeds a commit the match worker's pace gives).
+commit; SQLite 13-36% at the ~3 feeds a commit the match worker's pace gives, with its larger
+page cache).
 
 A group is written as soon as the event loop is free: it holds the feeds that became ready
 while the last one was being written, up to `limit` articles. Nothing waits for a feed still

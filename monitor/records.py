@@ -56,12 +56,6 @@ class NewArticle:
         out.update({f"band{i}": self.bands[i] if self.bands else None for i in range(BANDS)})
         return out
 
-    def row(self) -> tuple[Any, ...]:
-        """The values in NEW_ARTICLE_COLUMNS order."""
-        return (self.source_id, self.guid, self.canonical_url, self.url, self.title,
-                self.summary, self.body, self.published, self.fetched_at, self.minhash,
-                self.story_id, *(self.bands or (None,) * BANDS))
-
 
 @dataclass(frozen=True)
 class NewDelivery:

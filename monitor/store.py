@@ -192,64 +192,6 @@ class AttemptRow(SQLModel, table=True):
 HISTORY_DAYS = 14
 
 
-# A feed's match rows, in the order _DriverInsert takes them.
-MATCH_COLUMNS = ("article_id", "rule_id", "explanation", "created_at")
-
-
-class _DriverInsert:
-    """A many-row INSERT ... ON CONFLICT DO NOTHING run on SQLite's driver directly, for the
-    two inserts of every new feed (its articles, its matches).
-
-    The statement text is rendered once per row count, and each value goes through its
-    column's own bind processor (the same text SQLAlchemy stores: times as naive UTC), so the
-    rows are the ones SQLAlchemy would write. What this skips is SQLAlchemy's execution of a
-    compiled insert per feed: building a parameter dict per row and processing every value
-    through the statement's compiled form cost more than SQLite took to insert the rows."""
-
-    # Rows one statement carries (SQLite allows 32,766 parameters from 3.32 on).
-    ROWS = 200
-
-    def __init__(self, engine: Engine, table: Any, columns: Sequence[str],
-                 returning: Sequence[str] = ()) -> None:
-        self.head = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ")
-        self.row = "(" + ", ".join("?" * len(columns)) + ")"
-        self.tail = " ON CONFLICT DO NOTHING" + (
-            f" RETURNING {', '.join(returning)}" if returning else "")
-        self.returning = bool(returning)
-        processors = [table.c[name].type.dialect_impl(engine.dialect).bind_processor(
-            engine.dialect) for name in columns]
-        self.processed = [(index, processor) for index, processor in enumerate(processors)
-                          if processor is not None]
-        self._texts: dict[int, str] = {}
-
-    def _text(self, rows: int) -> str:
-        text = self._texts.get(rows)
-        if text is None:
-            text = self._texts[rows] = self.head + ", ".join([self.row] * rows) + self.tail
-        return text
-
-    def run(self, session: Session, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        """Insert `rows` (tuples in the columns' order) within the session's transaction; the
-        RETURNING columns of those inserted."""
-        cursor = session.connection().connection.cursor()
-        out: list[tuple[Any, ...]] = []
-        try:
-            for first in range(0, len(rows), self.ROWS):
-                chunk = rows[first:first + self.ROWS]
-                params: list[Any] = []
-                for row in chunk:
-                    values = list(row)
-                    for index, processor in self.processed:
-                        values[index] = processor(values[index])
-                    params += values
-                cursor.execute(self._text(len(chunk)), params)
-                if self.returning:
-                    out += cursor.fetchall()
-        finally:
-            cursor.close()
-        return out
-
-
 # --- opening ----------------------------------------------------------------------------------
 
 def make_engine(url: str) -> Engine:
@@ -303,7 +245,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # default checkpointed (and synced) every few feeds; 12% more articles/s (bench_store).
     # A page cache of up to 64 MB rather than 2 MB holds a group commit's dirty pages until
     # its commit (the default spilled them to the log midway, and wrote them again) and the
-    # index pages the next feeds will touch: 8-10% more new articles/s (bench_store.py).
+    # index pages the next feeds will touch: 10-18% more new articles/s with group commit, no
+    # gain without it (bench_store.py, interleaved runs).
     for pragma in ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL",
                    "foreign_keys=ON", "wal_autocheckpoint=10000", "cache_size=-65536"):
         cursor.execute(f"PRAGMA {pragma}")
@@ -378,6 +321,10 @@ class Store:
         if self.dialect != "postgresql":
             return list(rows)
         return {name: [row[name] for row in rows] for name in rows[0]}
+
+    @cached_property
+    def _insert_match(self) -> Any:
+        return self.insert(MatchRow.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
     @cached_property
     def _insert_delivery(self) -> Any:
@@ -536,9 +483,6 @@ class Store:
     @cached_property
     def _insert_articles(self) -> Any:
         table = ArticleRow.__table__  # type: ignore[attr-defined]
-        if self.dialect == "sqlite":
-            return _DriverInsert(self.engine, table, NEW_ARTICLE_COLUMNS,
-                                 ("id", "guid", "canonical_url"))
         return self._rows_insert(table, NEW_ARTICLE_COLUMNS).returning(
             table.c.id, table.c.guid, table.c.canonical_url)
 
@@ -548,9 +492,6 @@ class Store:
         (guid, canonical URL). One already stored (a concurrent writer won) is left out."""
         if not articles:
             return {}
-        if isinstance(self._insert_articles, _DriverInsert):
-            return {(guid, canonical): id_ for id_, guid, canonical in self._insert_articles.run(
-                session, [article.row() for article in articles])}
         rows = session.connection().execute(self._insert_articles, self._rows_params(
             [article.values() for article in articles]))
         return {(row.guid, row.canonical_url): row.id for row in rows}
@@ -620,20 +561,8 @@ class Store:
 
     def insert_matches(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
         """A feed's matches, each {article_id, rule_id, explanation (JSON text), created_at}."""
-        if not rows:
-            return
-        if isinstance(self._insert_matches, _DriverInsert):
-            self._insert_matches.run(session, [tuple(row[name] for name in MATCH_COLUMNS)
-                                               for row in rows])
-        else:
-            session.connection().execute(self._insert_matches, rows)
-
-    @cached_property
-    def _insert_matches(self) -> Any:
-        table = MatchRow.__table__  # type: ignore[attr-defined]
-        if self.dialect == "sqlite":
-            return _DriverInsert(self.engine, table, MATCH_COLUMNS)
-        return self.insert(table).on_conflict_do_nothing()
+        if rows:
+            session.connection().execute(self._insert_match, rows)
 
     @cached_property
     def _queued(self) -> Any:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
 from monitor.config import SourceSpec
 from monitor.errors import ConfigError
 from monitor.models import Article
 from monitor.pipeline import article_record
-from monitor.records import NEW_ARTICLE_COLUMNS, DeliveryUpdate, NewDelivery
-from monitor.store import ArticleRow, MatchRow, Store, make_engine, open_store
+from monitor.records import DeliveryUpdate, NewDelivery
+from monitor.store import Store, make_engine, open_store
 
 pytestmark = pytest.mark.store
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -83,49 +82,7 @@ def test_text_with_quotes_braces_and_backslashes_is_stored_as_written(database_u
     assert (row.title, row.summary) == (title, "NULL")
 
 
-def test_the_fast_insert_stores_the_rows_sqlalchemy_would(database_url: str) -> None:
-    """A feed's articles and matches (on SQLite written through the driver, not through
-    SQLAlchemy's compiled insert) are stored as an insert through SQLAlchemy stores them:
-    the same text for times, the same types."""
-    store = open_store(database_url)
-    fingerprint = list(range(128))
-    at = NOW.astimezone(timezone(timedelta(hours=-4)))
-    fast = article_record("a", Article(url="https://x.org/fast", title="F", guid="fast",
-                                       published=at), NOW, fingerprint)
-    slow = replace(fast, guid="slow", canonical_url="https://x.org/slow")
-    with store.session() as session:
-        ids = store.insert_articles(session, [fast])
-        session.execute(insert(ArticleRow.__table__), [slow.values()])  # type: ignore[attr-defined]
-        slow_id = session.execute(text("SELECT id FROM articles WHERE guid = 'slow'")
-                                  ).scalar_one()
-        match = {"rule_id": "r", "explanation": '{"terms": []}', "created_at": at}
-        store.insert_matches(session, [{"article_id": ids[("fast", fast.canonical_url)],
-                                        **match}])
-        session.execute(insert(MatchRow.__table__),  # type: ignore[attr-defined]
-                        [{"article_id": slow_id, **match}])
-    columns = ", ".join(f"{name}, {cast_text(store, name)}" for name in NEW_ARTICLE_COLUMNS
-                        if name not in ("guid", "canonical_url"))
-    with store.session() as session:
-        rows = session.execute(text(f"SELECT {columns} FROM articles ORDER BY guid")).all()
-        matches = session.execute(text(f"SELECT rule_id, explanation, created_at, "
-                                       f"{cast_text(store, 'created_at')} FROM matches")).all()
-    assert len(rows) == 2 and rows[0] == rows[1]
-    assert len(matches) == 2 and matches[0] == matches[1]
-
-
-def cast_text(store: Store, column: str) -> str:
-    """The column as stored, as text (SQLite: its own text; PostgreSQL: the value's)."""
-    return f"typeof({column})" if store.dialect == "sqlite" else f"CAST({column} AS TEXT)"
-
-
-def test_an_article_row_lists_its_values_in_column_order() -> None:
-    for fingerprint in (None, list(range(128))):
-        record = article_record("a", Article(url="https://x.org/r", title="R", guid="r"), NOW,
-                                fingerprint)
-        assert dict(zip(NEW_ARTICLE_COLUMNS, record.row(), strict=True)) == record.values()
-
-
-def test_a_feed_longer_than_one_statement_is_stored_whole(database_url: str) -> None:
+def test_a_feed_of_hundreds_of_new_items_is_stored_whole(database_url: str) -> None:
     store = open_store(database_url)
     records = [article_record("a", Article(url=f"https://x.org/{n}", title=f"T{n}",
                                            guid=f"g{n}"), NOW, None) for n in range(450)]
