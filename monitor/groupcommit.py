@@ -11,8 +11,9 @@ page cache).
 
 A group is written as soon as the event loop is free: it holds the feeds that became ready
 while the last one was being written, up to `limit` articles. Nothing waits for a feed still
-being prepared, so the match worker and the writer never wait on each other: the faster the
-worker, the larger the groups. The write is synchronous: no lock is held across an await.
+being prepared (fetched, or matched in the worker): a ready feed is never held back, and the
+longer a write takes against the worker's pace, the larger the next group. The write is
+synchronous: no lock is held across an await.
 """
 
 from __future__ import annotations
