@@ -206,7 +206,7 @@ def test_a_feed_that_loses_a_deadlock_is_written_again_in_the_next_group() -> No
                 other.execute("SET deadlock_timeout = '30s'")
                 other.execute("UPDATE probe SET n = n WHERE n = 2")
                 holding.set()
-                time.sleep(0.3)        # the group waits for row 2 by then (checks at 1 s)
+                time.sleep(0.3)        # the group waits for row 2 by then (checks at 2 s)
                 other.execute("UPDATE probe SET n = n WHERE n = 1")
             other_done.set()
 
@@ -219,7 +219,7 @@ def test_a_feed_that_loses_a_deadlock_is_written_again_in_the_next_group() -> No
         def second(session: Any) -> str:        # then needs row 2, which the other holds
             tries.append(1)
             if len(tries) == 1:
-                session.execute(text("SET LOCAL deadlock_timeout = '1s'"))
+                session.execute(text("SET LOCAL deadlock_timeout = '2s'"))
                 thread.start()
                 assert holding.wait(10)
             session.execute(text("UPDATE probe SET n = n WHERE n = 2"))
