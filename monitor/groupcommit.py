@@ -68,12 +68,15 @@ class GroupCommit:
     async def write(self, work: Callable[[Session], _T], size: int = 1) -> _T:
         """`work` run in a savepoint of the next group commit; its result once committed.
         An error it raises is raised here, and only its own writes are rolled back."""
-        loop = asyncio.get_running_loop()
-        pending = _Pending(work, size, loop.create_future())
+        pending = _Pending(work, size, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
-        if self._soon is None:
-            self._soon = loop.call_soon(self._flush)
+        self._schedule()
         return await pending.future  # type: ignore[no-any-return]
+
+    def _schedule(self) -> None:
+        """A flush at the loop's next turn, if feeds wait and none is due yet."""
+        if self._pending and self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._soon = None
@@ -84,8 +87,7 @@ class GroupCommit:
             if not pending.future.cancelled():      # its save was given up (a deadline)
                 group.append(pending)
                 size += pending.size
-        if self._pending:                            # the rest: the next group
-            self._soon = asyncio.get_running_loop().call_soon(self._flush)
+        self._schedule()                             # the rest: the next group
         if group:
             self._commit(group)
 
@@ -116,10 +118,8 @@ class GroupCommit:
         self.written += len(done)
         for pending, result in done:
             _settle(pending.future, result=result)
-        if again:
-            self._pending[:0] = again
-            if self._soon is None:
-                self._soon = asyncio.get_running_loop().call_soon(self._flush)
+        self._pending[:0] = again
+        self._schedule()
 
 
 def _settle(future: asyncio.Future[Any], error: BaseException | None = None,

@@ -199,9 +199,10 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
 
 async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article],
                result: FetchResult) -> SourceOutcome:
-    """One transaction per fetched feed with new items, and a few statements per feed rather
-    than per article: their stories, the articles, their matches, the outbox rows and the
-    fetch state.
+    """One savepoint per fetched feed with new items, in a group commit (groupcommit.py: the
+    feed's rows commit together or not at all), and a few statements per feed rather than
+    per article: their stories, the articles, their matches, the outbox rows and the fetch
+    state.
 
     Which items are new is read first, outside the write transaction, and not at all when
     the feed lists exactly the items of the last poll (all stored by then: the source's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Callable
 
 import pytest
@@ -191,6 +190,7 @@ def test_a_feed_that_loses_a_deadlock_is_written_again_in_the_next_group() -> No
     import psycopg
 
     from conftest import drop_pg_database, make_pg_database
+    from servers import wait_for
     url = make_pg_database()
     try:
         store = probe_store(url)
@@ -206,9 +206,16 @@ def test_a_feed_that_loses_a_deadlock_is_written_again_in_the_next_group() -> No
                 other.execute("SET deadlock_timeout = '30s'")
                 other.execute("UPDATE probe SET n = n WHERE n = 2")
                 holding.set()
-                time.sleep(0.3)        # the group waits for row 2 by then (checks at 2 s)
+                wait_for(group_waits_for_a_lock)    # its deadlock check comes 2 s later
                 other.execute("UPDATE probe SET n = n WHERE n = 1")
             other_done.set()
+
+        def group_waits_for_a_lock() -> bool:
+            with psycopg.connect(url, autocommit=True) as watcher:
+                row = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                      "current_database() AND wait_event_type = 'Lock'"
+                                      ).fetchone()
+            return row is not None and row[0] > 0
 
         def first(session: Any) -> str:         # the group takes row 1
             session.execute(text("UPDATE probe SET n = n WHERE n = 1"))
