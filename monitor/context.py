@@ -18,7 +18,6 @@ from monitor.fetch import Fetcher
 from monitor.groupcommit import GroupCommit
 from monitor.match import Engine
 from monitor.metrics import Metrics
-from monitor.models import Article, Match
 from monitor.notify import Channel
 from monitor.prepare import Preparer
 from monitor.store import Store
@@ -67,7 +66,6 @@ class Context:
     owner: str = field(default_factory=lambda: owner_name())
     now: Callable[[], datetime] = utcnow
     metrics: Metrics = field(default_factory=Metrics)
-    on_alert: Callable[[Match, Article, str], None] | None = None
     pruned_at: datetime | None = None          # when fetch/attempt history was last pruned
     # Where new articles are fingerprinted and matched: the daemon's commands give it the
     # configured match workers (`running`); built directly, a context computes them itself.

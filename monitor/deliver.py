@@ -22,7 +22,7 @@ from jinja2 import TemplateError
 
 from monitor.config import DigestSpec, SubscriberSpec
 from monitor.errors import DeliveryError
-from monitor.models import Alert, Article, Match
+from monitor.models import Alert, Article, Matched
 from monitor.notify.render import alert_from
 from monitor.records import DeliveryUpdate
 from monitor.redact import masked_text
@@ -36,14 +36,16 @@ log = logging.getLogger("monitor.deliver")
 SEND_CONCURRENCY = 20
 
 
-def make_alert(delivery_id: str, found: Match, article: Article, source_id: str,
+def make_alert(delivery_id: str, found: Matched, article: Article, source_id: str,
                subscriber: str, now: datetime) -> Alert:
+    """The alert for a match, from the explanation stored with it (prepare.explanation)."""
+    why = json.loads(found.explanation)
     return Alert(delivery_id=delivery_id, rule_id=found.rule_id, rule_title=found.rule_title,
                  article_url=article.url, article_title=article.title, source_id=source_id,
                  published=article.published, summary=article.summary[:1000],
-                 terms=found.terms, actors=found.actors, fields=found.fields,
-                 snippet=found.snippet, marks=list(found.marks), reasons=found.reasons(),
-                 score=found.score, subscriber=subscriber,
+                 terms=why["terms"], actors=why["actors"], fields=why["fields"],
+                 snippet=why["snippet"], marks=[(start, end) for start, end in why["marks"]],
+                 reasons=why["reasons"], score=why["score"], subscriber=subscriber,
                  created_at=now)
 
 

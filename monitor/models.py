@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,16 @@ class Match:
     def marked_snippet(self, before: str = "**", after: str = "**") -> str:
         """The snippet with each hit wrapped in markers."""
         return mark_spans(self.snippet, self.marks, before=before, after=after)
+
+
+class Matched(NamedTuple):
+    """A rule that matched an article, as stored: its id, its title and the JSON of why
+    (prepare.explanation). Plain values, so a match worker's results cross to the daemon
+    cheaply: a Match with its hits cost the daemon more to unpickle than to store."""
+
+    rule_id: str
+    rule_title: str
+    explanation: str
 
 
 @dataclass

@@ -24,7 +24,7 @@ from monitor import deliver, story
 from monitor.config import SourceSpec, SubscriberSpec
 from monitor.context import Context, process_alive
 from monitor.errors import FetchError, ParseError
-from monitor.models import Article, FetchResult, Match
+from monitor.models import Article, FetchResult, Matched
 from monitor.notify.render import alert_dict
 from monitor.records import FetchState, NewArticle, NewDelivery
 from monitor.parse import canonical_url, clean_text, main_text, parse_feed, parse_listing
@@ -351,16 +351,13 @@ def _match_and_queue(ctx: Context, session: Any, source_id: str, stored: list[_S
                      now: datetime, outcome: SourceOutcome) -> None:
     """The stored articles' matches in one insert, their outbox rows in another."""
     matches: list[dict[str, Any]] = []
-    alerts: list[tuple[Match, _Stored]] = []
+    alerts: list[tuple[Matched, _Stored]] = []
     for item in stored:
-        for found, explained in zip(item.prepared.matches, item.prepared.explanations,
-                                    strict=True):
+        for found in item.prepared.matches:
             outcome.matches += 1
             ctx.metrics.matches.labels(found.rule_id).inc()
             matches.append({"article_id": item.article_id, "rule_id": found.rule_id,
-                            "explanation": explained, "created_at": now})
-            if ctx.on_alert:
-                ctx.on_alert(found, item.article, source_id)
+                            "explanation": found.explanation, "created_at": now})
             if _fresh(item.article, now, ctx.settings.alert_max_age):
                 alerts.append((found, item))
     ctx.store.insert_matches(session, matches)
@@ -415,7 +412,7 @@ def _fresh(article: Article, now: datetime, max_age: float) -> bool:
 
 
 def _deliveries(ctx: Context, session: Any, source_id: str,
-                alerts: list[tuple[Match, _Stored]], now: datetime) -> list[NewDelivery]:
+                alerts: list[tuple[Matched, _Stored]], now: datetime) -> list[NewDelivery]:
     """Outbox rows for every subscriber following each matched rule, at most one per rule,
     story and subscriber: those already queued (before, or earlier in this feed) are left
     out, and a cooldown counts the rows queued earlier in this feed."""

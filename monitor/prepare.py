@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from monitor import story
 from monitor.errors import ParseError
 from monitor.match import Engine
-from monitor.models import Article, Match
+from monitor.models import Article, Match, Matched
 from monitor.rules import RuleSet
 
 log = logging.getLogger("monitor.prepare")
@@ -36,13 +36,12 @@ log = logging.getLogger("monitor.prepare")
 
 @dataclass(frozen=True)
 class Prepared:
-    """One article's story fingerprint and bands (None: too little text) and its matches,
-    each with the JSON of its explanation as stored."""
+    """One article's story fingerprint and bands (None: too little text) and the rules it
+    matched, each with the JSON of its explanation as stored (plain values: see Matched)."""
 
     fingerprint: list[int] | None
     bands: list[int] | None
-    matches: tuple[Match, ...]
-    explanations: tuple[str, ...]
+    matches: tuple[Matched, ...]
 
 
 def explanation(found: Match) -> dict[str, Any]:
@@ -53,14 +52,18 @@ def explanation(found: Match) -> dict[str, Any]:
             "reasons": found.reasons(), "score": found.score, "nearest": found.nearest}
 
 
+def matched(found: Match) -> Matched:
+    """`found` as stored: its rule and the JSON of its explanation."""
+    return Matched(found.rule_id, found.rule_title, json.dumps(explanation(found)))
+
+
 def prepare(engine: Engine, source_id: str, articles: Sequence[Article]) -> list[Prepared]:
     """Each article's fingerprint, bands and matches, in order: a pure function of its inputs."""
     out = []
     for article in articles:
         fingerprint = story.signature(" ".join((article.title, article.summary, article.body)))
-        found = tuple(engine.match(article, source_id))
         out.append(Prepared(fingerprint, story.bands(fingerprint) if fingerprint else None,
-                            found, tuple(json.dumps(explanation(m)) for m in found)))
+                            tuple(map(matched, engine.match(article, source_id)))))
     return out
 
 

@@ -64,13 +64,14 @@ def fill(ctx: Context) -> None:
                       body="Hamas accepted the truce proposal.", published=NOW)
     found = ctx.rules.engine.match(article)[0]
     from monitor import deliver
+    from monitor.prepare import matched
     from monitor.notify.render import alert_dict
     with store.session() as session:
         record = article_record("wire", article, NOW, None)
         article_id = store.insert_articles(session, [record])[(record.guid, record.canonical_url)]
         store.insert_matches(session, [{"article_id": article_id, "rule_id": found.rule_id,
                                         "explanation": "{}", "created_at": NOW}])
-        alert = deliver.make_alert("msg_dead", found, article, "wire", "desk", NOW)
+        alert = deliver.make_alert("msg_dead", matched(found), article, "wire", "desk", NOW)
         import json
         store.queue_delivery(session, NewDelivery(
             id="msg_dead", rule_id=found.rule_id, story_id=article_id, article_id=article_id,

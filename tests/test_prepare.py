@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, SEED
-from monitor import story
+from monitor import deliver, story
 from monitor.errors import ParseError
 from monitor.match import Engine
 from monitor.models import Article
@@ -38,6 +39,7 @@ rules:
 HEAVY = Article(url="https://example.org/heavy", title="Gaza ceasefire",
                 body="Hamas agreed a ceasefire in Gaza. " * 40_000)
 SHORT = 0.005
+NOW = datetime(2026, 12, 7, tzinfo=timezone.utc)
 
 
 def seed_article() -> Article:
@@ -76,8 +78,25 @@ def test_prepare_gives_each_article_its_fingerprint_bands_and_explained_matches(
     assert seed.fingerprint == story.signature(text)
     assert seed.bands == story.bands(seed.fingerprint or [])
     assert "gaza-ceasefire" in [m.rule_id for m in seed.matches]
-    assert [json.loads(e) for e in seed.explanations] == [explanation(m) for m in seed.matches]
-    assert quiet.matches == () and quiet.explanations == ()
+    found = shipped.match(seed_article(), "wire")
+    assert [(m.rule_id, m.rule_title, json.loads(m.explanation)) for m in seed.matches] == \
+        [(m.rule_id, m.rule_title, explanation(m)) for m in found]
+    assert quiet.matches == ()
+
+
+def test_an_alert_built_from_the_stored_match_says_what_the_match_says(shipped: Engine) -> None:
+    """The worker sends back each match as stored (rule, title, explanation JSON), and the
+    alert is built from that: it must carry the Match's own terms, actors, reasons (the
+    implied actor here), snippet and marks."""
+    article = seed_article()
+    found = shipped.match(article, "wire")[0]
+    stored = prepare(shipped, "wire", [article])[0].matches[0]
+    alert = deliver.make_alert("msg_1", stored, article, "wire", "desk", NOW)
+    assert found.reasons() == ["hamas — implied by 'Gaza'"]
+    assert (alert.rule_id, alert.rule_title, alert.terms, alert.actors, alert.fields,
+            alert.snippet, alert.marks, alert.reasons, alert.score) == \
+        (found.rule_id, found.rule_title, found.terms, found.actors, found.fields,
+         found.snippet, list(found.marks), found.reasons(), found.score)
 
 
 def test_the_worker_process_computes_what_this_process_computes(shipped: Engine) -> None:
