@@ -273,3 +273,17 @@ def test_sqlite_is_never_analyzed_by_the_store(tmp_path: object) -> None:
     store = open_store(f"sqlite:///{tmp_path}/store.db")
     store.stored_articles(10_000)             # nothing to do, and no query sent
     assert store._analyzes is None
+
+
+def test_sqlite_connections_write_ahead_and_keep_temporary_files_in_memory(
+        tmp_path: object) -> None:
+    """The settings each SQLite connection is opened with (make_engine's comments say why):
+    a write-ahead log synced at checkpoints, a 64 MB page cache, and savepoint sub-journals
+    in memory rather than in files under /var/tmp."""
+    store = open_store(f"sqlite:///{tmp_path}/store.db")
+    with store.reading() as connection:
+        settings = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+                    for name in ("journal_mode", "synchronous", "temp_store", "cache_size",
+                                 "wal_autocheckpoint", "foreign_keys")}
+    assert settings == {"journal_mode": "wal", "synchronous": 1, "temp_store": 2,
+                        "cache_size": -65536, "wal_autocheckpoint": 10000, "foreign_keys": 1}
