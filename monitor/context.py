@@ -16,6 +16,7 @@ from monitor.config import Settings, SourceSpec, SubscriberSpec
 from monitor.errors import Problem
 from monitor.fetch import Fetcher
 from monitor.groupcommit import GroupCommit
+from monitor.lookups import IdentityLookups
 from monitor.match import Engine
 from monitor.metrics import Metrics
 from monitor.notify import Channel
@@ -72,6 +73,9 @@ class Context:
     preparer: Preparer = field(default_factory=Preparer)
     # Where each feed's transaction is written: feeds ready at once share a commit.
     commits: GroupCommit = field(init=False)
+    # Where each feed asks which of its items are stored: feeds asking at once share a query.
+    lookups: IdentityLookups = field(init=False)
 
     def __post_init__(self) -> None:
         self.commits = GroupCommit(self.store)
+        self.lookups = IdentityLookups(self.store)

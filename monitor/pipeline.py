@@ -175,8 +175,7 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
     Pages of articles already stored are not fetched again (their text is already matched).
     """
     identities = [_identity(article) for article in articles]
-    with ctx.store.reading() as connection:
-        guids, urls = ctx.store.known_identities(connection, source_id, identities)
+    guids, urls = await ctx.lookups.known(source_id, identities)
     fresh = {id(a) for a, identity in zip(articles, identities, strict=True)
              if a.url and not _known(identity, guids, urls)}
 
@@ -219,8 +218,7 @@ async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Ar
     guids: set[str] = set()
     urls: set[str] = set()
     if not repeated:
-        with ctx.store.reading() as connection:
-            guids, urls = ctx.store.known_identities(connection, row.id, identities)
+        guids, urls = await ctx.lookups.known(row.id, identities)
     new = [] if repeated else _new_items(articles, identities, guids, urls)
     if not new:
         log.debug("source %s: %d item(s), none new [%s]", row.id, len(articles), ctx.owner)

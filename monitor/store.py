@@ -9,6 +9,7 @@ Times are stored as naive UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -17,9 +18,9 @@ from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import (JSON, BigInteger, Column, DateTime, Index, Integer, String, Text,
-                        TypeDecorator, UniqueConstraint, and_, any_, bindparam, case, cast, delete,
-                        event, func, literal, literal_column, or_, union_all, update)
+from sqlalchemy import (JSON, BigInteger, Column, DateTime, Index, Integer, Text,
+                        TypeDecorator, UniqueConstraint, any_, bindparam, case, cast, delete,
+                        event, func, literal, literal_column, or_, text, union_all, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, OperationalError
@@ -265,6 +266,14 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def known_of(source_id: str, identities: Sequence[tuple[str | None, str | None]],
+             pairs: set[tuple[str, str]], urls: set[str]) -> tuple[set[str], set[str]]:
+    """A feed's own share of a `known_many` answer: (its GUIDs stored for its source, its
+    canonical URLs stored anywhere); new sets, the caller may add to them."""
+    return ({guid for guid, _ in identities if guid and (source_id, guid) in pairs},
+            {url for _, url in identities if url and url in urls})
+
+
 def fetch_entry(source_id: str, at: datetime, ok: bool, http_status: int | None,
                 items: int = 0, new: int = 0, error: str | None = None,
                 not_modified: bool = False) -> dict[str, Any]:
@@ -461,30 +470,54 @@ class Store:
 
     @cached_property
     def _known_many(self) -> Any:
-        table = ArticleRow.__table__  # type: ignore[attr-defined]
-        # One OR of two index lookups (both backends use both unique indexes for it).
-        return select(table.c.source_id, table.c.guid, table.c.canonical_url).where(or_(
-            and_(table.c.source_id == bindparam("source"),
-                 self._among(table.c.guid, "guids", String)),
-            self._among(table.c.canonical_url, "urls", String)))
+        """Which of many (source, GUID) pairs and canonical URLs are stored: the pairs joined
+        to the (source_id, guid) unique index, the URLs looked up in theirs, each list one
+        parameter (a PostgreSQL array, a JSON array on SQLite) so the text never changes."""
+        if self.dialect == "postgresql":
+            return text(
+                "SELECT a.source_id, a.guid, a.canonical_url FROM unnest("
+                "CAST(:sources AS text[]), CAST(:guids AS text[])) AS p(source_id, guid) "
+                "JOIN articles AS a ON a.source_id = p.source_id AND a.guid = p.guid "
+                "UNION ALL SELECT source_id, guid, canonical_url FROM articles "
+                "WHERE canonical_url = ANY(CAST(:urls AS text[]))")
+        # CROSS JOIN: the pairs drive the loop, each one probe of the unique index.
+        return text(
+            "SELECT a.source_id, a.guid, a.canonical_url FROM json_each(:pairs) AS p "
+            "CROSS JOIN articles AS a ON a.source_id = json_extract(p.value, '$[0]') "
+            "AND a.guid = json_extract(p.value, '$[1]') "
+            "UNION ALL SELECT source_id, guid, canonical_url FROM articles "
+            "WHERE canonical_url IN (SELECT value FROM json_each(:urls))")
+
+    def known_many(self, connection: Connection,
+                   feeds: Sequence[tuple[str, Sequence[tuple[str | None, str | None]]]]
+                   ) -> tuple[set[tuple[str, str]], set[str]]:
+        """Of several feeds' (source, [(guid, canonical URL)]), the (source, GUID) pairs and
+        the canonical URLs stored already, in one indexed statement."""
+        pairs = sorted({(source, guid) for source, identities in feeds
+                        for guid, _ in identities if guid})
+        urls = sorted({url for _, identities in feeds for _, url in identities if url})
+        if not pairs and not urls:
+            return set(), set()
+        params: dict[str, Any] = (
+            {"sources": [source for source, _ in pairs], "guids": [guid for _, guid in pairs],
+             "urls": urls} if self.dialect == "postgresql"
+            else {"pairs": json.dumps(pairs), "urls": json.dumps(urls)})
+        known_pairs: set[tuple[str, str]] = set()
+        known_urls: set[str] = set()
+        for source, guid, url in connection.execute(self._known_many, params):
+            if guid is not None:
+                known_pairs.add((source, guid))
+            if url is not None:
+                known_urls.add(url)
+        return known_pairs, known_urls
 
     def known_identities(self, connection: Connection, source_id: str,
                          identities: Sequence[tuple[str | None, str | None]]
                          ) -> tuple[set[str], set[str]]:
         """(GUIDs stored for this source, canonical URLs stored anywhere) among a feed's
         identities: one indexed lookup for the whole feed."""
-        params = {"source": source_id, "guids": [g for g, _ in identities if g],
-                  "urls": [u for _, u in identities if u]}
-        guids: set[str] = set()
-        urls: set[str] = set()
-        if not params["guids"] and not params["urls"]:
-            return guids, urls
-        for row in connection.execute(self._known_many, params).all():
-            if row.guid is not None and row.source_id == source_id:
-                guids.add(row.guid)
-            if row.canonical_url is not None:
-                urls.add(row.canonical_url)
-        return guids, urls
+        pairs, urls = self.known_many(connection, [(source_id, identities)])
+        return known_of(source_id, identities, pairs, urls)
 
     @cached_property
     def _insert_articles(self) -> Any:

@@ -35,11 +35,11 @@ def test_defaults_are_the_embedded_ones() -> None:
     assert settings.subscribers is None and settings.allow_private_networks is False
 
 
-def test_match_workers_default_to_one_on_sqlite_and_none_on_postgresql(
+def test_match_workers_default_to_one_with_two_cores_on_either_backend(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("monitor.config.usable_cores", lambda: 2)
     assert Settings().match_workers is None and Settings().match_worker_count() == 1
-    assert Settings(database="postgresql://db/monitor").match_worker_count() == 0
+    assert Settings(database="postgresql://db/monitor").match_worker_count() == 1
     monkeypatch.setattr("monitor.config.usable_cores", lambda: 1)
     assert Settings().match_worker_count() == 0
     config = tmp_path / "monitor.yaml"

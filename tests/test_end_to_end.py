@@ -41,7 +41,7 @@ def test_seed_article_alerts_each_follower_once(workdir: Workdir, feeds: FeedSer
     first = workdir.cli("once", env=env)
     assert first.returncode == 0, first.stderr
     assert "3 new" in first.stdout and "2 sent, 0 failed" in first.stdout
-    # Matched in the match worker: SQLite and this 2-core machine, match_workers unset.
+    # Matched in the match worker: this 2-core machine, match_workers unset.
     assert "match worker(s) starting: 1, with 2 rule(s)" in first.stderr
 
     # Exactly one e-mail, to the follower of the rule, multipart, naming rule and article.

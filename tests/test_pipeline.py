@@ -162,6 +162,7 @@ def test_feeds_saved_at_once_share_one_commit_and_see_each_others_stories(
 
     assert asyncio.run(both()) == [1, 1]
     assert (ctx.commits.groups, ctx.commits.written) == (1, 2)
+    assert (ctx.lookups.statements, ctx.lookups.answered) == (1, 2)   # asked together too
     stories = dict(rows(ctx, "SELECT guid, coalesce(story_id, id) FROM articles"))
     assert stories["g1"] == stories["g2"]
     assert [r[0] for r in rows(ctx, "SELECT articles_total FROM sources ORDER BY id")] == [1, 1]

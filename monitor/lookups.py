@@ -1,0 +1,87 @@
+"""Identity lookups in batches: the feeds being saved at one moment ask which of their items
+are stored already in one statement, not one each.
+
+A claim batch's feeds are saved side by side (run_cycle), and each first asks which of its
+items are stored: by GUID in its source, by canonical URL anywhere. One feed at a time, each
+question was a pooled connection, a statement through SQLAlchemy and a round trip for ~20
+keys, more than the database took to answer it. Asked at the event loop's next turn with
+every other feed asking by then (up to `limit` items), it is one statement for all of them.
+
+Each feed gets exactly its own answer: which of its GUIDs are stored for its source, which of
+its canonical URLs are stored anywhere (store.known_of).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from monitor.store import Store, known_of
+
+Identity = tuple[str | None, str | None]
+
+# Items one statement may ask about: a claim batch of 200 feeds of 20 items in one, and a
+# bound on one statement's size (and on how long it holds the event loop) whatever comes.
+LOOKUP_ITEMS = 8000
+
+
+@dataclass
+class _Ask:
+    source_id: str
+    identities: Sequence[Identity]
+    future: asyncio.Future[tuple[set[str], set[str]]]
+
+
+@dataclass
+class IdentityLookups:
+    """Answers `known(source, identities)` for many feeds with one statement; build one per
+    store and pass it in."""
+
+    store: Store
+    limit: int = LOOKUP_ITEMS
+    statements: int = 0                     # statements run, and the feeds they answered
+    answered: int = 0
+    _pending: list[_Ask] = field(default_factory=list, repr=False)
+    _soon: asyncio.Handle | None = field(default=None, repr=False)
+
+    async def known(self, source_id: str, identities: Sequence[Identity]
+                    ) -> tuple[set[str], set[str]]:
+        """(The feed's GUIDs stored for `source_id`, its canonical URLs stored anywhere), as
+        new sets. An error of the statement is raised here, to every feed it was asked for."""
+        if not any(guid or url for guid, url in identities):
+            return set(), set()
+        ask = _Ask(source_id, identities, asyncio.get_running_loop().create_future())
+        self._pending.append(ask)
+        if self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._answer)
+        return await ask.future
+
+    def _answer(self) -> None:
+        self._soon = None
+        batch: list[_Ask] = []
+        size = 0
+        while self._pending and (not batch or size + len(self._pending[0].identities)
+                                 <= self.limit):
+            ask = self._pending.pop(0)
+            if not ask.future.cancelled():          # its save was given up (a deadline)
+                batch.append(ask)
+                size += len(ask.identities)
+        if self._pending:                            # the rest: the next statement
+            self._soon = asyncio.get_running_loop().call_soon(self._answer)
+        if not batch:
+            return
+        try:
+            with self.store.reading() as connection:
+                pairs, urls = self.store.known_many(
+                    connection, [(ask.source_id, ask.identities) for ask in batch])
+        except Exception as exc:  # noqa: BLE001 (the statement failed: every feed it asked for)
+            for ask in batch:
+                if not ask.future.done():
+                    ask.future.set_exception(exc)
+            return
+        self.statements += 1
+        self.answered += len(batch)
+        for ask in batch:
+            if not ask.future.done():
+                ask.future.set_result(known_of(ask.source_id, ask.identities, pairs, urls))
