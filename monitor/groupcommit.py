@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 from sqlmodel import Session
 
@@ -80,13 +80,7 @@ class GroupCommit:
 
     def _flush(self) -> None:
         self._soon = None
-        group: list[_Pending] = []
-        size = 0
-        while self._pending and (not group or size + self._pending[0].size <= self.limit):
-            pending = self._pending.pop(0)
-            if not pending.future.cancelled():      # its save was given up (a deadline)
-                group.append(pending)
-                size += pending.size
+        group = next_batch(self._pending, self.limit)
         self._schedule()                             # the rest: the next group
         if group:
             self._commit(group)
@@ -109,21 +103,42 @@ class GroupCommit:
                             pending.retried = True
                             again.append(pending)
                         else:
-                            _settle(pending.future, exc)
+                            settle(pending.future, exc)
         except Exception as exc:  # noqa: BLE001 (the group's commit failed: every feed in it)
             for pending in group:
-                _settle(pending.future, exc)
+                settle(pending.future, exc)
             return
         self.groups += 1
         self.written += len(done)
         for pending, result in done:
-            _settle(pending.future, result=result)
+            settle(pending.future, result=result)
         self._pending[:0] = again
         self._schedule()
 
 
-def _settle(future: asyncio.Future[Any], error: BaseException | None = None,
-            result: Any = None) -> None:
+class _Waiting(Protocol):
+    size: int
+    future: asyncio.Future[Any]
+
+
+_W = TypeVar("_W", bound=_Waiting)
+
+
+def next_batch(pending: list[_W], limit: int) -> list[_W]:
+    """The next batch, taken from the head of `pending`: what fits in `limit` (by `size`),
+    at least one. One whose caller gave up meanwhile (a deadline) is dropped."""
+    batch: list[_W] = []
+    size = 0
+    while pending and (not batch or size + pending[0].size <= limit):
+        waiting = pending.pop(0)
+        if not waiting.future.cancelled():
+            batch.append(waiting)
+            size += waiting.size
+    return batch
+
+
+def settle(future: asyncio.Future[Any], error: BaseException | None = None,
+           result: Any = None) -> None:
     """Resolve a feed's future unless it already is (failed, or given up meanwhile)."""
     if future.done():
         return

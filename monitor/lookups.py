@@ -8,7 +8,7 @@ keys, more than the database took to answer it. Asked at the event loop's next t
 every other feed asking by then (up to `limit` items), it is one statement for all of them.
 
 Each feed gets exactly its own answer: which of its GUIDs are stored for its source, which of
-its canonical URLs are stored anywhere (store.known_of).
+its canonical URLs are stored anywhere. The batching is group commit's (groupcommit.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from monitor.store import Store, known_of
+from monitor.groupcommit import next_batch, settle
+from monitor.store import Store
 
 Identity = tuple[str | None, str | None]
 
@@ -30,7 +31,13 @@ LOOKUP_ITEMS = 8000
 class _Ask:
     source_id: str
     identities: Sequence[Identity]
+    size: int
     future: asyncio.Future[tuple[set[str], set[str]]]
+
+    def answer(self, pairs: set[tuple[str, str]], urls: set[str]) -> tuple[set[str], set[str]]:
+        """Its own share of a `known_many` answer, as new sets (the caller adds to them)."""
+        return ({guid for guid, _ in self.identities if guid and (self.source_id, guid) in pairs},
+                {url for _, url in self.identities if url and url in urls})
 
 
 @dataclass
@@ -51,24 +58,20 @@ class IdentityLookups:
         new sets. An error of the statement is raised here, to every feed it was asked for."""
         if not any(guid or url for guid, url in identities):
             return set(), set()
-        ask = _Ask(source_id, identities, asyncio.get_running_loop().create_future())
+        ask = _Ask(source_id, identities, len(identities),
+                   asyncio.get_running_loop().create_future())
         self._pending.append(ask)
-        if self._soon is None:
-            self._soon = asyncio.get_running_loop().call_soon(self._answer)
+        self._schedule()
         return await ask.future
+
+    def _schedule(self) -> None:
+        if self._pending and self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._answer)
 
     def _answer(self) -> None:
         self._soon = None
-        batch: list[_Ask] = []
-        size = 0
-        while self._pending and (not batch or size + len(self._pending[0].identities)
-                                 <= self.limit):
-            ask = self._pending.pop(0)
-            if not ask.future.cancelled():          # its save was given up (a deadline)
-                batch.append(ask)
-                size += len(ask.identities)
-        if self._pending:                            # the rest: the next statement
-            self._soon = asyncio.get_running_loop().call_soon(self._answer)
+        batch = next_batch(self._pending, self.limit)
+        self._schedule()                             # the rest: the next statement
         if not batch:
             return
         try:
@@ -77,11 +80,9 @@ class IdentityLookups:
                     connection, [(ask.source_id, ask.identities) for ask in batch])
         except Exception as exc:  # noqa: BLE001 (the statement failed: every feed it asked for)
             for ask in batch:
-                if not ask.future.done():
-                    ask.future.set_exception(exc)
+                settle(ask.future, exc)
             return
         self.statements += 1
         self.answered += len(batch)
         for ask in batch:
-            if not ask.future.done():
-                ask.future.set_result(known_of(ask.source_id, ask.identities, pairs, urls))
+            settle(ask.future, result=ask.answer(pairs, urls))

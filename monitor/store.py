@@ -266,14 +266,6 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def known_of(source_id: str, identities: Sequence[tuple[str | None, str | None]],
-             pairs: set[tuple[str, str]], urls: set[str]) -> tuple[set[str], set[str]]:
-    """A feed's own share of a `known_many` answer: (its GUIDs stored for its source, its
-    canonical URLs stored anywhere); new sets, the caller may add to them."""
-    return ({guid for guid, _ in identities if guid and (source_id, guid) in pairs},
-            {url for _, url in identities if url and url in urls})
-
-
 def fetch_entry(source_id: str, at: datetime, ok: bool, http_status: int | None,
                 items: int = 0, new: int = 0, error: str | None = None,
                 not_modified: bool = False) -> dict[str, Any]:
@@ -510,14 +502,6 @@ class Store:
             if url is not None:
                 known_urls.add(url)
         return known_pairs, known_urls
-
-    def known_identities(self, connection: Connection, source_id: str,
-                         identities: Sequence[tuple[str | None, str | None]]
-                         ) -> tuple[set[str], set[str]]:
-        """(GUIDs stored for this source, canonical URLs stored anywhere) among a feed's
-        identities: one indexed lookup for the whole feed."""
-        pairs, urls = self.known_many(connection, [(source_id, identities)])
-        return known_of(source_id, identities, pairs, urls)
 
     @cached_property
     def _insert_articles(self) -> Any:
