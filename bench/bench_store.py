@@ -4,7 +4,7 @@ Each "feed" of 20 articles goes through the same save path as a fetched feed (de
 grouping, match, and with --subscriber an outbox row per match for one webhook subscriber) into
 SQLite and PostgreSQL, a claim batch of feeds at a time as run_cycle saves them, with the match
 workers of the default settings (one on either backend, on two cores) and the default group commit
-(feeds ready at once share a commit, each in its own savepoint). The shipped rules run keyword-only
+(feeds ready at once share a commit; savepoints only when one fails). The shipped rules run keyword-only
 (the semantic model's cost is matching's, measured by bench_match.py). Reports articles/s, the CPU
 per new article of the main thread, the main process and the match worker, feeds per commit,
 database size and peak RSS (of this process and of the match worker), with RSS sampled as the

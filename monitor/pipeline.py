@@ -47,6 +47,9 @@ class SourceOutcome:
     not_modified: bool = False
     error: str | None = None
     state: FetchState | None = None          # fetch state still to be written
+    # The rule of each match stored, counted in the metrics once the write has committed (a
+    # group commit may run a feed's write twice: groupcommit.py).
+    matched_rules: list[str] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -198,8 +201,8 @@ async def _with_full_text(ctx: Context, source_id: str, articles: list[Article]
 
 async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Article],
                result: FetchResult) -> SourceOutcome:
-    """One savepoint per fetched feed with new items, in a group commit (groupcommit.py: the
-    feed's rows commit together or not at all), and a few statements per feed rather than
+    """A fetched feed with new items is written in a group commit (groupcommit.py: the
+    feed's rows commit together or not at all), in a few statements per feed rather than
     per article: their stories, the articles, their matches, the outbox rows and the fetch
     state.
 
@@ -245,6 +248,8 @@ async def save(ctx: Context, row: SourceRow, spec: SourceSpec, articles: list[Ar
 
     outcome = await ctx.commits.write(write, len(fresh))
     ctx.store.stored_articles(outcome.new)
+    for rule_id in outcome.matched_rules:
+        ctx.metrics.matches.labels(rule_id).inc()
     log.debug("source %s: %d item(s), %d new, %d match(es) [%s]", row.id, len(articles),
               outcome.new, outcome.matches, ctx.owner)
     return outcome
@@ -353,7 +358,7 @@ def _match_and_queue(ctx: Context, session: Any, source_id: str, stored: list[_S
     for item in stored:
         for found in item.prepared.matches:
             outcome.matches += 1
-            ctx.metrics.matches.labels(found.rule_id).inc()
+            outcome.matched_rules.append(found.rule_id)
             matches.append({"article_id": item.article_id, "rule_id": found.rule_id,
                             "explanation": found.explanation, "created_at": now})
             if _fresh(item.article, now, ctx.settings.alert_max_age):

@@ -247,12 +247,14 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # A page cache of up to 64 MB rather than 2 MB holds a group commit's dirty pages until
     # its commit (the default spilled them to the log midway, and wrote them again) and the
     # index pages the next feeds will touch: 10-18% more new articles/s with group commit, no
-    # gain without it (bench_store.py, interleaved runs). Temporary files in memory: each
-    # feed of a group commit is a savepoint, and SQLite keeps the original of every page a
-    # savepoint changes (to roll it back) in a sub-journal, which past 64 KB went to a file
-    # under /var/tmp: two thirds of the writer's pwrite calls (strace). A group's sub-journal
-    # is at most its dirty pages (a few MB) and is dropped at its commit; ~5% less CPU per
-    # new article in the main thread (interleaved runs, normalised by the worker's CPU).
+    # gain without it (bench_store.py, interleaved runs). Temporary files in memory: SQLite
+    # keeps the original of every page a savepoint changes (to roll it back) in a
+    # sub-journal, which past 64 KB went to a file under /var/tmp: two thirds of the
+    # writer's pwrite calls (strace) when every feed of a group had a savepoint (now only a
+    # group written again after one of its feeds failed: groupcommit.py). A group's
+    # sub-journal is at most its dirty pages (a few MB) and is dropped at its commit; ~5%
+    # less CPU per new article in the main thread then (interleaved runs, normalised by the
+    # worker's CPU).
     for pragma in ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL",
                    "foreign_keys=ON", "wal_autocheckpoint=10000", "cache_size=-65536",
                    "temp_store=MEMORY"):

@@ -1,4 +1,4 @@
-"""Group commit: feeds ready at once share a transaction, each in its own savepoint."""
+"""Group commit: feeds ready at once share a transaction, in savepoints when one fails."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from typing import Any, Callable
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from monitor.groupcommit import GROUP_ARTICLES, GroupCommit
@@ -42,9 +42,21 @@ def stored(store: Store) -> list[int]:
         return [row[0] for row in session.execute(text("SELECT n FROM probe ORDER BY n"))]
 
 
+def savepoints(store: Store) -> list[str]:
+    """The SAVEPOINT statements the store's connections run from now on."""
+    seen: list[str] = []
+
+    def look(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SAVEPOINT"):
+            seen.append(statement)
+    event.listen(store.engine, "before_cursor_execute", look)
+    return seen
+
+
 def test_feeds_ready_together_share_one_commit(database_url: str) -> None:
     store = probe_store(database_url)
     commits = GroupCommit(store)
+    used = savepoints(store)
 
     async def main() -> list[tuple[int, ...]]:
         return list(await asyncio.gather(commits.write(insert(1)), commits.write(insert(2, 3), 2),
@@ -53,12 +65,14 @@ def test_feeds_ready_together_share_one_commit(database_url: str) -> None:
     assert asyncio.run(main()) == [(1,), (2, 3), (4,)]
     assert stored(store) == [1, 2, 3, 4]
     assert (commits.groups, commits.written) == (1, 3)
+    assert used == []                       # none failed: no savepoints
 
 
 def test_a_failing_feed_rolls_back_alone_and_the_others_commit(database_url: str) -> None:
     """On the defaults: in a savepoint of the group, on either backend."""
     store = probe_store(database_url)
     commits = GroupCommit(store)
+    used = savepoints(store)
 
     def again(session: Any) -> None:       # the second feed repeats the first one's key
         session.execute(text("INSERT INTO probe (n) VALUES (1)"))
@@ -73,6 +87,7 @@ def test_a_failing_feed_rolls_back_alone_and_the_others_commit(database_url: str
     assert isinstance(second, IntegrityError)
     assert stored(store) == [1, 3]          # the failing feed's own row 2 went with it
     assert (commits.groups, commits.written) == (1, 2)
+    assert len(used) == 3                   # written again, each feed in a savepoint
 
 
 def test_a_failed_commit_fails_every_feed_of_its_group(database_url: str) -> None:
@@ -180,11 +195,15 @@ def test_on_the_defaults_feeds_ready_together_share_a_commit(database_url: str) 
     assert (commits.groups, commits.written) == (1, 3)
 
 
-def test_a_feed_that_loses_a_deadlock_is_written_again_in_the_next_group() -> None:
+@pytest.mark.parametrize("in_savepoints", [False, True], ids=["first-try", "in-savepoints"])
+def test_a_feed_that_loses_a_deadlock_is_written_again(in_savepoints: bool) -> None:
     """A real deadlock on PostgreSQL, as a replica's group meets another process's
     transaction (a replica starting up upserts every source) taking the same two rows in the
-    other order: this group is the one aborted, and its feed goes again once the group has
-    committed and let go of its rows. A feed's own error is not retried (test above)."""
+    other order: this group is the one aborted. On the group's first try (no savepoints) the
+    whole transaction rolls back, letting go of its rows, and the group is written again in
+    savepoints. Met while written in savepoints (here a third feed's own error sent the group
+    there), the feed goes again once the group has committed and let go of its rows. A
+    feed's own error is not retried (test above)."""
     import threading
 
     import psycopg
@@ -222,24 +241,37 @@ def test_a_feed_that_loses_a_deadlock_is_written_again_in_the_next_group() -> No
             return "first"
 
         tries: list[int] = []
+        deadlocked_try = 2 if in_savepoints else 1
 
         def second(session: Any) -> str:        # then needs row 2, which the other holds
             tries.append(1)
-            if len(tries) == 1:
+            if len(tries) == deadlocked_try:
                 session.execute(text("SET LOCAL deadlock_timeout = '2s'"))
                 thread.start()
                 assert holding.wait(10)
             session.execute(text("UPDATE probe SET n = n WHERE n = 2"))
             return "second"
 
+        def third(session: Any) -> None:        # its own error, on every try
+            session.execute(text("INSERT INTO probe (n) VALUES (1)"))
+
         thread = threading.Thread(target=other_process)
 
-        async def main() -> list[str]:
-            return list(await asyncio.gather(commits.write(first), commits.write(second)))
+        async def main() -> list[Any]:
+            feeds = [first, second] + ([third] if in_savepoints else [])
+            return list(await asyncio.gather(*map(commits.write, feeds),
+                                             return_exceptions=True))
 
-        assert asyncio.run(main()) == ["first", "second"]
+        got = asyncio.run(main())
+        assert got[:2] == ["first", "second"]
         thread.join(10)
         assert other_done.is_set()
-        assert len(tries) == 2 and (commits.groups, commits.written) == (2, 2)
+        if in_savepoints:
+            assert isinstance(got[2], IntegrityError)
+            # first try: all rolled back (third failed); savepoints: first committed, second
+            # deadlocked; the next group: second alone.
+            assert len(tries) == 3 and (commits.groups, commits.written) == (2, 2)
+        else:
+            assert len(tries) == 2 and (commits.groups, commits.written) == (1, 2)
     finally:
         drop_pg_database(url)
