@@ -8,9 +8,11 @@ write touches nothing but the session, so running it twice is safe. Savepoints c
 much on SQLite, which copies every page a savepoint changes into its sub-journal and frees it at
 the release: without them the writer thread spends 7% less CPU per new article and stores 6%
 more new articles/s (bench_store.py, seven interleaved pairs of runs; PostgreSQL, two pairs:
-4% more). What a group saves is per-commit work: on PostgreSQL the wait for the server's log flush; on SQLite the index
-pages a commit writes to its log, since feeds committed together write a page they share
-once (bench_store.py, interleaved runs: PostgreSQL 5-9% more new articles/s at 20 feeds a
+4% more).
+
+What a group saves is per-commit work: on PostgreSQL the wait for the server's log flush; on
+SQLite the index pages a commit writes to its log, since feeds committed together write a page
+they share once (bench_store.py, interleaved runs: PostgreSQL 5-9% more new articles/s at 20 feeds a
 commit; SQLite 13-36% at the ~3 feeds a commit the match worker's pace gives, with its larger
 page cache).
 
