@@ -1,16 +1,17 @@
-"""Store benchmark: 10,000 sources' worth of articles (200,000) through dedupe and matching. Each
-"feed" of 20 articles goes through the same save path as a fetched feed (dedupe, story grouping,
-match, and with --subscriber an outbox row per match for one webhook subscriber) into SQLite and
-PostgreSQL, a claim batch of feeds at a time as run_cycle saves them, with the match workers of the
-default settings (one on either backend, on two cores) and the default group commit (feeds ready at
-once share a commit; savepoints only when one fails). The shipped rules run keyword-only (the
-semantic model's cost is matching's, measured by bench_match.py). Reports articles/s, the CPU per
-new article of the main thread, the main process and the match worker, feeds per commit, database
-size and peak RSS (of this process and of the match worker), with RSS sampled as the tables grow
-(it must stay flat: nothing loads a whole table), and the rate of a second pass where every item is
-a duplicate: feeds listing exactly the items of their last poll, then feeds listing all but one of
-them (found by an index lookup). Their fetch states are written a claim batch at a time, as in a
-daemon cycle.
+"""Store benchmark: 10,000 sources' worth of articles (200,000) through dedupe and matching.
+
+Each "feed" of 20 articles goes through the same save path as a fetched feed (dedupe, story
+grouping, match, and with --subscriber an outbox row per match for one webhook subscriber) into
+SQLite and PostgreSQL, a claim batch of feeds at a time as run_cycle saves them, with the match
+workers of the default settings (one on either backend, on two cores) and the default group commit
+(feeds ready at once share a commit; savepoints only when one fails). The shipped rules run
+keyword-only (the semantic model's cost is matching's, measured by bench_match.py). Reports
+articles/s, the CPU per new article of the main thread, the main process and the match worker,
+feeds per commit, database size and peak RSS (of this process and of the match worker), with RSS
+sampled as the tables grow (it must stay flat: nothing loads a whole table), and the rate of a
+second pass where every item is a duplicate: feeds listing exactly the items of their last poll,
+then feeds listing all but one of them (found by an index lookup). Their fetch states are written a
+claim batch at a time, as in a daemon cycle.
 Run: .venv/bin/python bench/bench_store.py [--pg URL]
 """
 
