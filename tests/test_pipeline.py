@@ -146,8 +146,8 @@ def test_a_source_row_read_before_the_feed_is_saved(database_url: str) -> None:
 
 def test_feeds_saved_at_once_share_one_commit_and_see_each_others_stories(
         database_url: str) -> None:
-    """Feeds ready together are written in one transaction, each in a savepoint: the later
-    one finds the earlier one's article as a story, as if it had been committed before."""
+    """Feeds ready together are written in one transaction: the later one finds the earlier
+    one's article as a story, as if it had been committed before."""
     ctx = context(database_url)
     agency = SourceSpec(id="agency", url="https://agency.example.org/feed")
     ctx.store.sync_sources([ctx.sources["wire"], agency], NOW)
@@ -166,3 +166,35 @@ def test_feeds_saved_at_once_share_one_commit_and_see_each_others_stories(
     stories = dict(rows(ctx, "SELECT guid, coalesce(story_id, id) FROM articles"))
     assert stories["g1"] == stories["g2"]
     assert [r[0] for r in rows(ctx, "SELECT articles_total FROM sources ORDER BY id")] == [1, 1]
+
+
+def test_a_feed_failing_in_a_shared_commit_leaves_the_others_stored_and_counted_once(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One feed's write fails: its group is rolled back whole and written again, each feed
+    in a savepoint. The other feed is stored, and its match counted in the metrics, once."""
+    ctx = context(database_url)
+    agency = SourceSpec(id="agency", url="https://agency.example.org/feed")
+    ctx.store.sync_sources([ctx.sources["wire"], agency], NOW)
+    ctx.sources["agency"] = agency
+    log_fetch = ctx.store.log_fetch
+
+    def broken_for_agency(session: object, source_id: str, *args: object, **kw: object) -> None:
+        if source_id == "agency":
+            raise RuntimeError("agency's write failed")
+        log_fetch(session, source_id, *args, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(ctx.store, "log_fetch", broken_for_agency)
+
+    async def both() -> list[object]:
+        return list(await asyncio.gather(*(
+            save(ctx, ctx.store.source(source) or SourceRow(id=source, url=""),
+                 ctx.sources[source], [item(n, body)], RESULT)
+            for source, n, body in (("wire", 1, STORY), ("agency", 2, STORY + " More."))),
+            return_exceptions=True))
+
+    wire, failed = asyncio.run(both())
+    assert isinstance(failed, RuntimeError) and getattr(wire, "new", None) == 1
+    assert (ctx.commits.groups, ctx.commits.written) == (1, 1)
+    assert rows(ctx, "SELECT guid FROM articles") == [("g1",)]
+    counted = ctx.metrics.matches.labels("gaza-ceasefire")._value.get()
+    assert counted == len(rows(ctx, "SELECT id FROM matches WHERE rule_id = 'gaza-ceasefire'"))
+    assert counted == 1
