@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 from sqlmodel import Session
 
@@ -69,28 +69,17 @@ class GroupCommit:
     limit: int = GROUP_ARTICLES
     groups: int = 0                         # commits made, and feeds they wrote
     written: int = 0
-    _pending: list[_Pending] = field(default_factory=list, repr=False)
-    _soon: asyncio.Handle | None = field(default=None, repr=False)
+    _queue: NextTurn[_Pending] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._queue = NextTurn(self._commit, self.limit)
 
     async def write(self, work: Callable[[Session], _T], size: int = 1) -> _T:
-        """`work` run in a savepoint of the next group commit; its result once committed.
-        An error it raises is raised here, and only its own writes are rolled back."""
+        """`work` run in the next group commit; its result once committed. An error it
+        raises is raised here, and only its own writes are rolled back."""
         pending = _Pending(work, size, asyncio.get_running_loop().create_future())
-        self._pending.append(pending)
-        self._schedule()
+        self._queue.add([pending])
         return await pending.future  # type: ignore[no-any-return]
-
-    def _schedule(self) -> None:
-        """A flush at the loop's next turn, if feeds wait and none is due yet."""
-        if self._pending and self._soon is None:
-            self._soon = asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._soon = None
-        group = next_batch(self._pending, self.limit)
-        self._schedule()                             # the rest: the next group
-        if group:
-            self._commit(group)
 
     def _commit(self, group: list[_Pending]) -> None:
         """The group in one transaction; in savepoints when one of its feeds fails."""
@@ -101,26 +90,22 @@ class GroupCommit:
         """The group in one transaction, no savepoints: True once it is settled (committed, or
         its commit failed: that fails every feed); False when a feed failed and the whole
         transaction was rolled back, for the savepoints to sort out."""
-        results: list[Any] = []
+        done: list[tuple[_Pending, Any]] = []
         failed = False
         try:
             with self.store.session() as session:
                 for pending in group:
                     try:
-                        results.append(pending.work(session))
+                        done.append((pending, pending.work(session)))
                     except Exception:
                         failed = True
                         raise
         except Exception as exc:  # noqa: BLE001 (a feed failed, or the group's commit did)
             if failed:
                 return False
-            for pending in group:
-                settle(pending.future, exc)
+            fail_all(group, exc)
             return True
-        self.groups += 1
-        self.written += len(group)
-        for pending, result in zip(group, results, strict=True):
-            settle(pending.future, result=result)
+        self._committed(done)
         return True
 
     def _in_savepoints(self, group: list[_Pending]) -> None:
@@ -143,15 +128,17 @@ class GroupCommit:
                         else:
                             settle(pending.future, exc)
         except Exception as exc:  # noqa: BLE001 (the group's commit failed: every feed in it)
-            for pending in group:
-                settle(pending.future, exc)
+            fail_all(group, exc)
             return
+        self._committed(done)
+        self._queue.add(again, first=True)
+
+    def _committed(self, done: list[tuple[_Pending, Any]]) -> None:
+        """A group's commit went through: each feed written gets its result."""
         self.groups += 1
         self.written += len(done)
         for pending, result in done:
             settle(pending.future, result=result)
-        self._pending[:0] = again
-        self._schedule()
 
 
 class _Waiting(Protocol):
@@ -173,6 +160,40 @@ def next_batch(pending: list[_W], limit: int) -> list[_W]:
             batch.append(waiting)
             size += waiting.size
     return batch
+
+
+class NextTurn(Generic[_W]):
+    """Callers' requests gathered for the event loop's next turn and handed to `handle` a
+    batch at a time (`next_batch`: up to `limit` by size); what does not fit goes at the turn
+    after. Group commit's queue of feeds, and the identity lookups' (lookups.py)."""
+
+    def __init__(self, handle: Callable[[list[_W]], None], limit: int) -> None:
+        self.handle = handle
+        self.limit = limit
+        self._pending: list[_W] = []
+        self._soon: asyncio.Handle | None = None
+
+    def add(self, items: list[_W], first: bool = False) -> None:
+        """Queue `items` (`first`: ahead of those waiting), for the loop's next turn."""
+        if first:
+            self._pending[:0] = items
+        else:
+            self._pending.extend(items)
+        if self._pending and self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._soon = None
+        batch = next_batch(self._pending, self.limit)
+        self.add([])                                 # the rest: the next batch
+        if batch:
+            self.handle(batch)
+
+
+def fail_all(waiting: Sequence[_Waiting], error: BaseException) -> None:
+    """A shared step failed (a commit, a statement): every caller of it gets the error."""
+    for one in waiting:
+        settle(one.future, error)
 
 
 def settle(future: asyncio.Future[Any], error: BaseException | None = None,

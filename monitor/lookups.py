@@ -8,7 +8,7 @@ keys, more than the database took to answer it. Asked at the event loop's next t
 every other feed asking by then (up to `limit` items), it is one statement for all of them.
 
 Each feed gets exactly its own answer: which of its GUIDs are stored for its source, which of
-its canonical URLs are stored anywhere. The batching is group commit's (groupcommit.py).
+its canonical URLs are stored anywhere. The batching is group commit's (groupcommit.NextTurn).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from monitor.groupcommit import next_batch, settle
+from monitor.groupcommit import NextTurn, fail_all, settle
 from monitor.store import Store
 
 Identity = tuple[str | None, str | None]
@@ -49,8 +49,10 @@ class IdentityLookups:
     limit: int = LOOKUP_ITEMS
     statements: int = 0                     # statements run, and the feeds they answered
     answered: int = 0
-    _pending: list[_Ask] = field(default_factory=list, repr=False)
-    _soon: asyncio.Handle | None = field(default=None, repr=False)
+    _queue: NextTurn[_Ask] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._queue = NextTurn(self._answer, self.limit)
 
     async def known(self, source_id: str, identities: Sequence[Identity]
                     ) -> tuple[set[str], set[str]]:
@@ -60,27 +62,16 @@ class IdentityLookups:
             return set(), set()
         ask = _Ask(source_id, identities, len(identities),
                    asyncio.get_running_loop().create_future())
-        self._pending.append(ask)
-        self._schedule()
+        self._queue.add([ask])
         return await ask.future
 
-    def _schedule(self) -> None:
-        if self._pending and self._soon is None:
-            self._soon = asyncio.get_running_loop().call_soon(self._answer)
-
-    def _answer(self) -> None:
-        self._soon = None
-        batch = next_batch(self._pending, self.limit)
-        self._schedule()                             # the rest: the next statement
-        if not batch:
-            return
+    def _answer(self, batch: list[_Ask]) -> None:
         try:
             with self.store.reading() as connection:
                 pairs, urls = self.store.known_many(
                     connection, [(ask.source_id, ask.identities) for ask in batch])
         except Exception as exc:  # noqa: BLE001 (the statement failed: every feed it asked for)
-            for ask in batch:
-                settle(ask.future, exc)
+            fail_all(batch, exc)
             return
         self.statements += 1
         self.answered += len(batch)
